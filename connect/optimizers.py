@@ -1,0 +1,164 @@
+"""Optimizers by name, one registry: each an optax ``GradientTransformation`` plus the
+implicit constraint set it induces (:mod:`connect.constraints`).
+
+Weight decay is decoupled and multiplied by the learning rate everywhere it is
+decoupled: ``θ ← θ − η (u(g) + λ θ)`` (Loshchilov & Hutter 2019; optax's convention).
+
+=========  ================================================  ==========
+name       update ``u``                                      set
+=========  ================================================  ==========
+sgd        ``g`` (decay = L2 penalty)                        none
+momentum   heavy-ball trace ``m ← βm + g``                   none
+adam       Adam on ``g + λθ`` (coupled L2, Kingma & Ba)      none
+adamw      Adam, decoupled decay                             ℓ∞ 1/λ
+lion       ``sign(β₁m + (1−β₁)g)`` (Chen et al. 2023)        ℓ∞ 1/λ
+signsgd    ``sign(g)``                                       ℓ∞ 1/λ
+muon       matrices: ``s·NS(nesterov momentum)``; rest AdamW  ‖W‖₂ ≤ s/λ
+=========  ================================================  ==========
+
+Muon's split is explicit: the caller names which arrays are matrices (the model
+module's ``MUON_MATRICES``); every other array is updated by AdamW with the same
+learning rate and decay.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from connect.constraints import ConstraintSet, muon_shape_factor
+from connect.errors import UserError
+
+#: Quintic Newton–Schulz coefficients of Jordan et al. (Muon, 2024).
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(g: jax.Array, ns_steps: int = 5, polish_steps: int = 3) -> jax.Array:
+    """Approximate the polar factor ``U Vᵀ`` of ``G = U Σ Vᵀ`` by Newton–Schulz, for the last
+    two axes of ``g`` (leading axes are a batch, e.g. the free nodes of a path).
+
+    ``ns_steps`` quintic iterations ``X ← aX + b(XXᵀ)X + c(XXᵀ)²X`` (fast, leave σ in
+    ~[0.7, 1.2]) followed by ``polish_steps`` cubic ones ``X ← 1.5X − 0.5(XXᵀ)X``
+    (Newton–Schulz proper, converges quadratically to σ = 1), so that ``‖u‖₂ ≈ s`` and
+    the Muon radius ``s/λ`` is tight rather than off by ~20%.
+    """
+    a, b, c = NS_COEFFS
+    mT = lambda x: jnp.swapaxes(x, -1, -2)  # noqa: E731
+    transpose = g.shape[-2] > g.shape[-1]
+    x = mT(g) if transpose else g
+    x = x / (jnp.linalg.norm(x, axis=(-2, -1), keepdims=True) + 1e-7)
+    for _ in range(ns_steps):
+        gram = x @ mT(x)
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    for _ in range(polish_steps):
+        x = 1.5 * x - 0.5 * (x @ mT(x)) @ x
+    return mT(x) if transpose else x
+
+
+class MuonState(NamedTuple):
+    momentum: optax.Updates
+
+
+def scale_by_muon(beta: float = 0.95, ns_steps: int = 5, polish_steps: int = 3) -> optax.GradientTransformation:
+    """Muon's direction for matrices: Nesterov momentum, then ``s · orthogonalize(·)``
+    with ``s = sqrt(max(1, fan_out/fan_in))`` (Jordan et al. 2024)."""
+
+    def init_fn(params):
+        return MuonState(jax.tree.map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        mom = jax.tree.map(lambda m, g: beta * m + g, state.momentum, updates)
+        nesterov = jax.tree.map(lambda m, g: g + beta * m, mom, updates)
+        out = jax.tree.map(
+            lambda u: muon_shape_factor(u.shape) * orthogonalize(u, ns_steps, polish_steps), nesterov
+        )
+        return out, MuonState(mom)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _decoupled(direction: optax.GradientTransformation, lr: float, wd: float) -> optax.GradientTransformation:
+    return optax.chain(direction, optax.add_decayed_weights(wd), optax.scale_by_learning_rate(lr))
+
+
+def _sgd(lr, wd, matrices):
+    return _decoupled(optax.identity(), lr, wd)
+
+
+def _momentum(lr, wd, matrices):
+    return _decoupled(optax.trace(decay=0.9), lr, wd)
+
+
+def _adam(lr, wd, matrices):
+    return optax.chain(optax.add_decayed_weights(wd), optax.scale_by_adam(), optax.scale_by_learning_rate(lr))
+
+
+def _adamw(lr, wd, matrices):
+    return _decoupled(optax.scale_by_adam(), lr, wd)
+
+
+def _lion(lr, wd, matrices):
+    return _decoupled(optax.scale_by_lion(b1=0.9, b2=0.99), lr, wd)
+
+
+def _signsgd(lr, wd, matrices):
+    return _decoupled(optax.scale_by_sign(), lr, wd)
+
+
+def _muon(lr, wd, matrices):
+    if not matrices:
+        raise UserError("muon needs the names of the matrices it orthogonalises (the model's MUON_MATRICES)")
+
+    def labels(params):
+        return {k: ("muon" if k in matrices else "adamw") for k in params}
+
+    return optax.multi_transform(
+        {"muon": _decoupled(scale_by_muon(), lr, wd), "adamw": _adamw(lr, wd, matrices)}, labels
+    )
+
+
+class OptimizerSpec(NamedTuple):
+    build: Callable[[float, float, tuple[str, ...]], optax.GradientTransformation]
+    constraint_kind: str
+    default_lr: float
+    summary: str
+
+
+REGISTRY: dict[str, OptimizerSpec] = {
+    "sgd": OptimizerSpec(_sgd, "none", 0.05, "gradient descent, decay as L2 penalty"),
+    "momentum": OptimizerSpec(_momentum, "none", 0.01, "heavy-ball momentum 0.9, decoupled decay"),
+    "adam": OptimizerSpec(_adam, "none", 0.01, "Adam with coupled L2 decay"),
+    "adamw": OptimizerSpec(_adamw, "linf", 0.01, "Adam with decoupled decay: ℓ∞ ball 1/λ"),
+    "lion": OptimizerSpec(_lion, "linf", 0.003, "Lion (β=0.9, 0.99), decoupled decay: ℓ∞ ball 1/λ"),
+    "signsgd": OptimizerSpec(_signsgd, "linf", 0.003, "sign descent, decoupled decay: ℓ∞ ball 1/λ"),
+    "muon": OptimizerSpec(_muon, "muon", 0.01, "Newton–Schulz orthogonalised momentum on matrices, AdamW elsewhere: spectral ball s/λ"),
+}
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def spec(name: str) -> OptimizerSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown optimizer {name!r}: choose from {', '.join(REGISTRY)}") from None
+
+
+def make(name: str, lr: float, weight_decay: float, matrices: Sequence[str] = ()) -> optax.GradientTransformation:
+    """The optax transformation of optimizer ``name`` at learning rate ``lr`` and decay λ."""
+    if not lr > 0:
+        raise UserError(f"learning rate for {name} must be positive, got {lr}")
+    if not weight_decay >= 0:
+        raise UserError(f"weight decay must be non-negative, got {weight_decay}")
+    return spec(name).build(float(lr), float(weight_decay), tuple(matrices))
+
+
+def constraint(name: str, weight_decay: float, matrices: Sequence[str] = ()) -> ConstraintSet:
+    """The implicit constraint set of optimizer ``name`` at decay λ (see :mod:`connect.constraints`)."""
+    return ConstraintSet(spec(name).constraint_kind, float(weight_decay), tuple(matrices))

@@ -1,0 +1,119 @@
+"""Paths θ(t), t ∈ [0, 1], between two parameter pytrees, with θ(0) = θ_A and θ(1) = θ_B exactly.
+
+A path is its *nodes* stacked on a leading axis K — ``[θ_A, θ_1, …, θ_{K−2}, θ_B]`` —
+and a *kind*; ``point(kind, nodes, t) = Σ_k w_k(t) θ_k`` with weights
+
+* ``linear`` (K = 2): ``w = (1 − t, t)``;
+* ``bezier`` (degree K − 1): Bernstein ``w_k = C(K−1, k) t^k (1 − t)^{K−1−k}``
+  (Garipov et al. 2018, "Loss Surfaces, Mode Connectivity, and Fast Ensembling of DNNs");
+* ``polychain``: piecewise-linear through bends at ``t = k/(K − 1)``.
+
+At t = 0 and t = 1 every weight is exactly 0 or 1, so the endpoints are reproduced
+bit for bit. A learned path minimises ``E_{t~U[0,1]} L(θ(t))`` over the free nodes
+θ_1..θ_{K−2} with any optimizer of :mod:`connect.optimizers` (the endpoints' own
+optimizer gives the "optimizer-restricted" path).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from scipy.special import comb
+
+KINDS = ("linear", "bezier", "polychain")
+
+
+def lerp(t, a, b):
+    """``(1 − t)·a + t·b`` leafwise."""
+    return jax.tree.map(lambda x, y: (1 - t) * x + t * y, a, b)
+
+
+def weights(kind: str, n_nodes: int, t: jax.Array) -> jax.Array:
+    """The node weights ``w_k(t)``, shape ``(K,)``; they sum to 1."""
+    t = jnp.asarray(t, dtype=jnp.float32)
+    if kind == "linear" or n_nodes == 2:
+        if n_nodes != 2:
+            raise ValueError(f"a linear path has 2 nodes, got {n_nodes}")
+        return jnp.stack([1 - t, t])
+    if kind == "bezier":
+        deg = n_nodes - 1
+        k = np.arange(n_nodes)
+        binom = jnp.asarray(comb(deg, k), dtype=jnp.float32)
+        return binom * t ** k * (1 - t) ** (deg - k)
+    if kind == "polychain":
+        seg = n_nodes - 1
+        s = t * seg
+        # hat functions centred at k: max(0, 1 − |s − k|)
+        return jnp.maximum(0.0, 1.0 - jnp.abs(s - jnp.arange(n_nodes, dtype=jnp.float32)))
+    raise ValueError(f"unknown path kind {kind!r}: use one of {', '.join(KINDS)}")
+
+
+def point(kind: str, nodes_K, t: jax.Array):
+    """θ(t) for a path given its stacked nodes (pytree with leading axis K)."""
+    n_nodes = jax.tree.leaves(nodes_K)[0].shape[0]
+    w_K = weights(kind, n_nodes, t)
+    return jax.tree.map(lambda x: jnp.tensordot(w_K, x, axes=1), nodes_K)
+
+
+def stack_nodes(theta_a, free_F, theta_b):
+    """``[θ_A, *free, θ_B]`` on a leading axis; ``free_F`` has leading axis F (may be 0)."""
+    return jax.tree.map(lambda a, f, b: jnp.concatenate([a[None], f, b[None]]), theta_a, free_F, theta_b)
+
+
+def init_free(theta_a, theta_b, n_free: int):
+    """Free nodes on the straight line at ``t = k/(n_free+1)`` — the initial learned path is the linear one."""
+    ts = jnp.arange(1, n_free + 1, dtype=jnp.float32) / (n_free + 1)
+    return jax.vmap(lambda t: lerp(t, theta_a, theta_b))(ts)
+
+
+def n_free_nodes(kind: str, degree_or_bends: int) -> int:
+    """Free nodes of a path: 0 for linear, ``degree − 1`` for Bézier, ``bends`` for a chain."""
+    if kind == "linear":
+        return 0
+    if kind == "bezier":
+        return degree_or_bends - 1
+    return degree_or_bends
+
+
+def fit(
+    kind: str,
+    theta_a,
+    theta_b,
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    key: jax.Array,
+    n_free: int = 1,
+    steps: int = 300,
+    t_per_step: int = 4,
+):
+    """Learn the free nodes: minimise ``E_{t~U[0,1]} L(θ(t))`` by ``steps`` optimizer steps,
+    each averaging the loss over ``t_per_step`` fresh uniform samples of t.
+
+    Returns ``(nodes_K, objective_per_step)``. Pure and traceable (vmap over pairs).
+    """
+    free = init_free(theta_a, theta_b, n_free)
+
+    def objective(free, key):
+        ts = jax.random.uniform(key, (t_per_step,))
+        nodes = stack_nodes(theta_a, free, theta_b)
+        return jnp.mean(jax.vmap(lambda t: loss_fn(point(kind, nodes, t)))(ts))
+
+    def body(carry, key):
+        free, state = carry
+        val, grads = jax.value_and_grad(objective)(free, key)
+        updates, state = optimizer.update(grads, state, free)
+        return (optax.apply_updates(free, updates), state), val
+
+    (free, _), obj = jax.lax.scan(body, (free, optimizer.init(free)), jax.random.split(key, steps))
+    return stack_nodes(theta_a, free, theta_b), obj
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def evaluate(kind: str, fn: Callable, nodes_K, ts_T: jax.Array):
+    """``fn(θ(t))`` at every t of the grid, stacked over T (jitted; ``fn`` any pytree-valued metric)."""
+    return jax.vmap(lambda t: fn(point(kind, nodes_K, t)))(ts_T)

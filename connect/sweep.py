@@ -1,0 +1,217 @@
+"""The width sweep: train two-layer ReLU networks per width × optimizer × seed, join every
+same-width pair by paths, measure them, write a self-describing run directory.
+
+Run directory layout::
+
+    RUN/config.json             the full WidthSweepConfig (a rerun must match it)
+    RUN/metrics.jsonl           one line per trained network (final loss, loss curve)
+    RUN/checkpoints/w0008_adamw_s0/   orbax params + metadata.json (see connect.checkpoints)
+    RUN/pairs/w0008.json        every measured pair of one width, curves included
+    RUN/results.json|.csv       one row per pair × path × alignment (csv: scalars only)
+    RUN/figures/*.png|.pdf      drawn from results.json by connect.plots
+
+Resuming: each (width, optimizer) group of checkpoints and each width's pair file is
+written atomically and skipped when present, so a killed sweep rerun with the same
+run directory redoes nothing already saved and yields the same results file.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import itertools
+import json
+import os
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from connect import alignment, checkpoints, data, losses, measure, optimizers, training
+from connect.config import WidthSweepConfig
+from connect.errors import UserError
+from connect.io import write_json_atomic, write_text_atomic
+from connect.models import relu
+
+#: Scalar columns of results.csv, in order (error-rate columns only for classification).
+SCALAR_COLUMNS = (
+    "width", "pair_type", "opt_a", "seed_a", "opt_b", "seed_b", "same_optimizer", "path",
+    "path_optimizer", "alignment", "loss_a_train", "loss_b_train", "barrier_train", "barrier_test",
+    "max_barrier_train", "max_barrier_test", "err_barrier_train", "err_barrier_test",
+    "err_max_barrier_train", "err_max_barrier_test",
+)
+#: Per-t curves kept in results.json for the figures.
+CURVES = ("t", "loss_train", "loss_test", "err_train", "err_test", "singular_values", "stable_rank",
+          "condition_number", "effective_rank", "spectral_norm", "linf_rel", "muon_rel")
+PATH_SEED = 20_260_5
+
+
+def checkpoint_name(width: int, opt: str, seed: int) -> str:
+    return f"w{width:04d}_{opt}_s{seed}"
+
+
+def run(cfg: WidthSweepConfig, run_dir: str, progress: bool = True) -> list[dict]:
+    """Run (or resume) the sweep into ``run_dir``; returns the result rows and draws the figures."""
+    cfg.validate()
+    dataset = data.make(cfg.data_config())
+    _claim_run_dir(run_dir, cfg)
+    stages = [(w, opt) for w in cfg.widths for opt in [*cfg.optimizers, None]]
+    bar = tqdm(stages, desc="width sweep", disable=not progress, unit="stage")
+    for width, opt in bar:
+        if opt is not None:
+            bar.set_postfix_str(f"train m={width} {opt}")
+            trained(cfg, dataset, run_dir, width, opt)
+        else:
+            bar.set_postfix_str(f"paths m={width}")
+            measured(cfg, dataset, run_dir, width)
+    rows = collect(cfg, run_dir)
+    write_results(run_dir, rows)
+    from connect import plots  # matplotlib only when drawing
+
+    plots.plot_run(run_dir)
+    return rows
+
+
+def _claim_run_dir(run_dir: str, cfg: WidthSweepConfig) -> None:
+    path = os.path.join(run_dir, "config.json")
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                old = json.load(f)
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != json.loads(json.dumps(cfg.to_dict())):
+            raise UserError(f"run directory {run_dir} holds a different configuration: rerun with the same options to resume, or pass a new --run-dir")
+        return
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        raise UserError(f"run directory {run_dir} exists and is not a connect run: pass an empty or new --run-dir")
+    write_json_atomic(path, cfg.to_dict())
+
+
+def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: int, opt: str) -> dict:
+    """Params of every seed of one (width, optimizer), stacked on axis S: loaded if saved, else trained and saved."""
+    seeds = cfg.seed_list()
+    dirs = [os.path.join(run_dir, "checkpoints", checkpoint_name(width, opt, s)) for s in seeds]
+    model_cfg = relu.ReluConfig(dataset.d_in, width, cfg.bias)
+    if all(checkpoints.is_complete(d) for d in dirs):
+        loaded = [checkpoints.load_checkpoint(d) for d in dirs]
+        for d, (params, meta) in zip(dirs, loaded):
+            if meta.get("model_config") != model_cfg.to_dict():
+                raise UserError(f"checkpoint {d} is for architecture {meta.get('model_config')}, expected {model_cfg.to_dict()}: pass a new --run-dir")
+        return jax.tree.map(lambda *a: np.stack(a), *[p for p, _ in loaded])
+    loss = losses.for_task(dataset.task)
+    params_S, loss_ST = training.train(
+        functools.partial(relu.init, cfg=model_cfg),
+        lambda p, x, y: loss(relu.apply(p, x), y),
+        optimizers.make(opt, cfg.lr_of(opt), cfg.weight_decay, relu.MUON_MATRICES),
+        seeds, dataset.x_train, dataset.y_train, cfg.steps, cfg.strategy,
+    )
+    params_S, loss_ST = jax.device_get(params_S), np.asarray(loss_ST)
+    final = np.asarray(jax.vmap(lambda p: loss(relu.apply(p, dataset.x_train), dataset.y_train))(params_S))
+    if not np.all(np.isfinite(final)):
+        raise UserError(f"training {opt} at width {width} diverged (loss {final}): lower its learning rate with --lr {opt}=...")
+    lines = []
+    for i, (seed, d) in enumerate(zip(seeds, dirs)):
+        meta = {
+            "model": "relu", "model_config": model_cfg.to_dict(), "optimizer": opt,
+            "lr": cfg.lr_of(opt), "weight_decay": cfg.weight_decay, "seed": seed, "steps": cfg.steps,
+            "task": dataset.task, "data": cfg.data_config().__dict__, "final_train_loss": float(final[i]),
+        }
+        checkpoints.save_checkpoint(d, jax.tree.map(lambda a: a[i], params_S), meta)
+        every = max(1, cfg.steps // 100)
+        lines.append(json.dumps({"event": "trained", "width": width, "optimizer": opt, "seed": seed,
+                                 "final_train_loss": float(final[i]), "loss_every": every,
+                                 "loss_curve": loss_ST[i, ::every].tolist()}))
+    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
+        f.write("\n".join(lines) + "\n")
+    return params_S
+
+
+def pair_list(cfg: WidthSweepConfig) -> list[tuple[tuple[str, int], tuple[str, int]]]:
+    """Every unordered pair of solutions ``((opt_a, seed_a), (opt_b, seed_b))`` of one width,
+    optimizers in config order."""
+    sols = [(opt, s) for opt in cfg.optimizers for s in cfg.seed_list()]
+    return list(itertools.combinations(sols, 2))
+
+
+def path_optimizer_of(cfg: WidthSweepConfig, opt_a: str, opt_b: str) -> str:
+    """The endpoints' own optimizer for a same-optimizer pair, else ``cross_path_optimizer``."""
+    return opt_a if opt_a == opt_b else cfg.cross_path_optimizer
+
+
+def measured(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: int) -> list[dict]:
+    """Rows of every pair × path × alignment at one width (loaded from ``pairs/`` if saved)."""
+    out_path = os.path.join(run_dir, "pairs", f"w{width:04d}.json")
+    if os.path.isfile(out_path):
+        with open(out_path) as f:
+            return json.load(f)
+    params = {opt: trained(cfg, dataset, run_dir, width, opt) for opt in cfg.optimizers}
+    seeds = cfg.seed_list()
+    pick = lambda opt, s: jax.tree.map(lambda a: a[seeds.index(s)], params[opt])  # noqa: E731
+    groups: dict[str, list] = {}
+    for (oa, sa), (ob, sb) in pair_list(cfg):
+        groups.setdefault(path_optimizer_of(cfg, oa, ob), []).append(((oa, sa), (ob, sb)))
+    settings = measure.PathSettings(tuple(cfg.paths), cfg.path_steps, cfg.path_t_samples, cfg.t_points, cfg.refine)
+    rows = []
+    for g, (path_opt, pairs) in enumerate(groups.items()):
+        a_list = [pick(*a) for a, _ in pairs]
+        b_raw = [pick(*b) for _, b in pairs]
+        b_aligned = [alignment.align(a, b) for a, b in zip(a_list, b_raw)]
+        stack = lambda ps: jax.tree.map(lambda *x: np.stack(x), *ps)  # noqa: E731
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(PATH_SEED), width), g)
+        result = measure.measure_pairs(
+            stack(a_list + a_list), stack(b_raw + b_aligned), dataset,
+            optimizers.make(path_opt, cfg.lr_of(path_opt), cfg.weight_decay, relu.MUON_MATRICES),
+            cfg.weight_decay, key, settings, cfg.strategy,
+        )
+        for kind, curves in result.items():
+            for p, row_barriers in enumerate(measure.barriers(curves)):
+                (oa, sa), (ob, sb) = pairs[p % len(pairs)]
+                row = {
+                    "width": width, "pair_type": f"{oa}-{ob}", "opt_a": oa, "seed_a": sa, "opt_b": ob, "seed_b": sb,
+                    "same_optimizer": oa == ob, "path": kind, "path_optimizer": "" if kind == "linear" else path_opt,
+                    "alignment": "raw" if p < len(pairs) else "aligned",
+                    "loss_a_train": float(curves["loss_train"][p][0]), "loss_b_train": float(curves["loss_train"][p][-1]),
+                    **row_barriers,
+                    "curves": {c: np.asarray(curves[c][p]).tolist() for c in CURVES if c in curves},
+                }
+                rows.append(row)
+    rows.sort(key=_row_order(cfg))
+    write_json_atomic(out_path, rows)
+    return rows
+
+
+def _row_order(cfg: WidthSweepConfig):
+    opt_rank = {o: i for i, o in enumerate(cfg.optimizers)}
+    return lambda r: (r["width"], opt_rank[r["opt_a"]], r["seed_a"], opt_rank[r["opt_b"]], r["seed_b"],
+                      cfg.paths.index(r["path"]), r["alignment"] != "raw")
+
+
+def collect(cfg: WidthSweepConfig, run_dir: str) -> list[dict]:
+    rows = []
+    for width in cfg.widths:
+        with open(os.path.join(run_dir, "pairs", f"w{width:04d}.json")) as f:
+            rows.extend(json.load(f))
+    return rows
+
+
+def write_results(run_dir: str, rows: list[dict]) -> None:
+    """``results.json`` (every row, curves included) and ``results.csv`` (scalar columns)."""
+    write_json_atomic(os.path.join(run_dir, "results.json"), rows)
+    columns = [c for c in SCALAR_COLUMNS if any(c in r for r in rows)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: (f"{r[c]:.8g}" if isinstance(r.get(c), float) else r.get(c, "")) for c in columns})
+    write_text_atomic(os.path.join(run_dir, "results.csv"), buf.getvalue())
+
+
+def summary(rows: list[dict], metric: str = "barrier_train") -> list[dict]:
+    """Mean ± std of ``metric`` over pairs per (width, pair type, path, alignment)."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["width"], r["pair_type"], r["path"], r["alignment"]), []).append(r[metric])
+    return [{"width": k[0], "pair_type": k[1], "path": k[2], "alignment": k[3], "n": len(v),
+             "mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in sorted(groups.items())]
