@@ -123,3 +123,42 @@ def barriers(curves: dict) -> list[dict]:
                     row[f"{prefix}max_barrier_{split}"] = barrier_lib.max_barrier(ts, values)
         rows.append(row)
     return rows
+
+
+#: Per-t curves kept in result rows.
+CURVES = ("t", "loss_train", "loss_test", "err_train", "err_test", "singular_values", "stable_rank",
+          "condition_number", "effective_rank", "spectral_norm", "linf_rel", "muon_rel")
+
+
+def measure_raw_and_aligned(
+    a_list: list[dict],
+    b_list: list[dict],
+    data: Dataset,
+    path_optimizer: optax.GradientTransformation,
+    lam: float,
+    key: jax.Array,
+    settings: PathSettings = PathSettings(),
+    strategy: str = "auto",
+) -> list[dict]:
+    """Measure P pairs ``(a_list[p], b_list[p])`` raw and with B aligned to A (one batch of 2P).
+
+    Returns one row per pair × path kind × alignment: ``pair`` (index p), ``path``,
+    ``alignment`` (``raw``/``aligned``), endpoint losses, every barrier of :func:`barriers`
+    and the per-t ``curves`` of :data:`CURVES` (as lists).
+    """
+    from connect import alignment  # scipy, host-side
+
+    n = len(a_list)
+    b_aligned = [alignment.align(a, b) for a, b in zip(a_list, b_list)]
+    stack = lambda ps: jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *ps)  # noqa: E731
+    result = measure_pairs(stack(a_list + a_list), stack(list(b_list) + b_aligned), data, path_optimizer, lam, key, settings, strategy)
+    rows = []
+    for kind, curves in result.items():
+        for p, row_barriers in enumerate(barriers(curves)):
+            rows.append({
+                "pair": p % n, "path": kind, "alignment": "raw" if p < n else "aligned",
+                "loss_a_train": float(curves["loss_train"][p][0]), "loss_b_train": float(curves["loss_train"][p][-1]),
+                **row_barriers,
+                "curves": {c: np.asarray(curves[c][p]).tolist() for c in CURVES if c in curves},
+            })
+    return rows

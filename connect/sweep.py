@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from connect import alignment, checkpoints, data, losses, measure, optimizers, training
+from connect import checkpoints, data, losses, measure, optimizers, training
 from connect.config import WidthSweepConfig
 from connect.errors import UserError
 from connect.io import write_json_atomic, write_text_atomic
@@ -41,9 +41,6 @@ SCALAR_COLUMNS = (
     "max_barrier_train", "max_barrier_test", "err_barrier_train", "err_barrier_test",
     "err_max_barrier_train", "err_max_barrier_test",
 )
-#: Per-t curves kept in results.json for the figures.
-CURVES = ("t", "loss_train", "loss_test", "err_train", "err_test", "singular_values", "stable_rank",
-          "condition_number", "effective_rank", "spectral_norm", "linf_rel", "muon_rel")
 PATH_SEED = 20_260_5
 
 
@@ -155,28 +152,18 @@ def measured(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: 
     settings = measure.PathSettings(tuple(cfg.paths), cfg.path_steps, cfg.path_t_samples, cfg.t_points, cfg.refine)
     rows = []
     for g, (path_opt, pairs) in enumerate(groups.items()):
-        a_list = [pick(*a) for a, _ in pairs]
-        b_raw = [pick(*b) for _, b in pairs]
-        b_aligned = [alignment.align(a, b) for a, b in zip(a_list, b_raw)]
-        stack = lambda ps: jax.tree.map(lambda *x: np.stack(x), *ps)  # noqa: E731
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(PATH_SEED), width), g)
-        result = measure.measure_pairs(
-            stack(a_list + a_list), stack(b_raw + b_aligned), dataset,
+        measured_rows = measure.measure_raw_and_aligned(
+            [pick(*a) for a, _ in pairs], [pick(*b) for _, b in pairs], dataset,
             optimizers.make(path_opt, cfg.lr_of(path_opt), cfg.weight_decay, relu.MUON_MATRICES),
             cfg.weight_decay, key, settings, cfg.strategy,
         )
-        for kind, curves in result.items():
-            for p, row_barriers in enumerate(measure.barriers(curves)):
-                (oa, sa), (ob, sb) = pairs[p % len(pairs)]
-                row = {
-                    "width": width, "pair_type": f"{oa}-{ob}", "opt_a": oa, "seed_a": sa, "opt_b": ob, "seed_b": sb,
-                    "same_optimizer": oa == ob, "path": kind, "path_optimizer": "" if kind == "linear" else path_opt,
-                    "alignment": "raw" if p < len(pairs) else "aligned",
-                    "loss_a_train": float(curves["loss_train"][p][0]), "loss_b_train": float(curves["loss_train"][p][-1]),
-                    **row_barriers,
-                    "curves": {c: np.asarray(curves[c][p]).tolist() for c in CURVES if c in curves},
-                }
-                rows.append(row)
+        for m in measured_rows:
+            (oa, sa), (ob, sb) = pairs[m.pop("pair")]
+            rows.append({
+                "width": width, "pair_type": f"{oa}-{ob}", "opt_a": oa, "seed_a": sa, "opt_b": ob, "seed_b": sb,
+                "same_optimizer": oa == ob, "path_optimizer": "" if m["path"] == "linear" else path_opt, **m,
+            })
     rows.sort(key=_row_order(cfg))
     write_json_atomic(out_path, rows)
     return rows

@@ -54,7 +54,7 @@ def apply(params: dict, x_NxD: jax.Array) -> jax.Array:
     """Network output ``f(x)`` for a batch, shape ``(N,)``."""
     pre_NxM = x_NxD @ params["W"].T
     if "b" in params:
-        pre_NxM = pre_NxM + params["b"]
+        pre_NxM = pre_NxM + params["b"][None, :]
     return jax.nn.relu(pre_NxM) @ params["a"]
 
 
