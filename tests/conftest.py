@@ -1,0 +1,17 @@
+"""Strict settings for every test: rank promotion raises, 32-bit floats, one BLAS thread.
+
+``OPENBLAS_NUM_THREADS`` must be set before numpy is first imported (it avoids rare
+30x stalls of large CPU SVDs on the 2-core machines), hence before anything else.
+"""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
+
+# Implicit broadcasting of arrays of different ranks is an error in tests (as in equinox's
+# conftest): library code must broadcast explicitly, e.g. ``b[None, :]``.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+# Tests run in the dtype users get: float32 (x64 stays off).
+jax.config.update("jax_enable_x64", False)
