@@ -54,10 +54,24 @@ def weights(kind: str, n_nodes: int, t: jax.Array) -> jax.Array:
 
 
 def point(kind: str, nodes_K, t: jax.Array):
-    """θ(t) for a path given its stacked nodes (pytree with leading axis K)."""
+    """θ(t) for a path given its stacked nodes (pytree with leading axis K).
+
+    Evaluated as ``θ_e + Σ_k w_k(t) (θ_k − θ_e)``, ``θ_e`` the nearer endpoint (θ_A for
+    t ≤ ½, θ_B otherwise) — equal to ``Σ_k w_k θ_k`` since ``Σ_k w_k = 1``, but exact in
+    floating point at t = 0 and t = 1 and on a path whose nodes are all equal (the path
+    from a checkpoint to itself, whose barrier is then exactly 0), and made of elementwise
+    operations only (no matmul, whose reduced default precision on GPUs would round θ_A).
+    """
     n_nodes = jax.tree.leaves(nodes_K)[0].shape[0]
     w_K = weights(kind, n_nodes, t)
-    return jax.tree.map(lambda x: jnp.tensordot(w_K, x, axes=1), nodes_K)
+    near_b = jnp.asarray(t) > 0.5
+
+    def leaf(x_K):
+        anchor = jnp.where(near_b, x_K[-1], x_K[0])
+        w = w_K.reshape((n_nodes,) + (1,) * (x_K.ndim - 1))
+        return anchor + jnp.sum(w * (x_K - anchor[None]), axis=0)
+
+    return jax.tree.map(leaf, nodes_K)
 
 
 def stack_nodes(theta_a, free_F, theta_b):
@@ -68,7 +82,8 @@ def stack_nodes(theta_a, free_F, theta_b):
 def init_free(theta_a, theta_b, n_free: int):
     """Free nodes on the straight line at ``t = k/(n_free+1)`` — the initial learned path is the linear one."""
     ts = jnp.arange(1, n_free + 1, dtype=jnp.float32) / (n_free + 1)
-    return jax.vmap(lambda t: lerp(t, theta_a, theta_b))(ts)
+    line_K = jax.tree.map(lambda a, b: jnp.stack([a, b]), theta_a, theta_b)
+    return jax.vmap(lambda t: point("linear", line_K, t))(ts)
 
 
 def n_free_nodes(kind: str, degree_or_bends: int) -> int:
