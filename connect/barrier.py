@@ -26,7 +26,7 @@ def refine(ts_T: np.ndarray, values_T: np.ndarray, n_extra: int) -> np.ndarray:
     """``n_extra`` extra points spread over the two grid intervals around the grid's
     maximum of ``values − chord`` (for locating the peak more precisely); a point may
     repeat a grid point, which leaves every barrier unchanged."""
-    ts_T, values_T = np.asarray(ts_T), np.asarray(values_T)
+    ts_T, values_T = _sorted(ts_T, values_T)
     i = int(np.argmax(values_T - chord(ts_T, values_T)))
     lo, hi = ts_T[max(i - 1, 0)], ts_T[min(i + 1, len(ts_T) - 1)]
     return np.linspace(lo, hi, n_extra + 2, dtype=np.float32)[1:-1]
@@ -55,6 +55,12 @@ def max_barrier(ts_T, values_T) -> float:
 
 
 def _sorted(ts_T, values_T):
+    """``(t, values)`` as float64 sorted by t; the grid must hold both endpoints 0 and 1."""
     ts_T, values_T = np.asarray(ts_T, dtype=np.float64), np.asarray(values_T, dtype=np.float64)
+    if ts_T.ndim != 1 or ts_T.shape != values_T.shape or len(ts_T) < 2:
+        raise ValueError(f"t-grid and values must be 1-D of the same length ≥ 2, got shapes {ts_T.shape} and {values_T.shape}")
     order = np.argsort(ts_T)
-    return ts_T[order], values_T[order]
+    ts_T, values_T = ts_T[order], values_T[order]
+    if ts_T[0] != 0.0 or ts_T[-1] != 1.0:
+        raise ValueError("the t-grid must contain both endpoints 0 and 1")
+    return ts_T, values_T
