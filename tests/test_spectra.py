@@ -1,0 +1,71 @@
+"""Spectral summaries against numpy's SVD and the textbook formulas."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from connect import spectra
+
+SHAPES = [(6, 6), (9, 4), (4, 9)]
+
+# One compiled program per shape (eager mode would compile every primitive per shape).
+_summarize = jax.jit(spectra.summarize)
+
+
+def _matrix(shape, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # uneven column scales so the summaries are not all near their random-matrix values
+    return (rng.standard_normal(shape) * np.geomspace(1.0, 0.05, shape[1])[None, :]).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_summaries_against_numpy(shape):
+    w = _matrix(shape)
+    s = np.linalg.svd(w.astype(np.float64), compute_uv=False)
+    out = _summarize(jnp.asarray(w))
+    assert set(out) == {"singular_values", *spectra.SUMMARIES}
+    assert out["singular_values"].shape == (min(shape),)
+    np.testing.assert_allclose(out["singular_values"], s, rtol=1e-5, atol=1e-6)
+    assert np.all(np.diff(np.asarray(out["singular_values"])) <= 0)  # descending
+
+    fro2, spec2 = np.sum(w.astype(np.float64) ** 2), np.linalg.norm(w.astype(np.float64), 2) ** 2
+    np.testing.assert_allclose(out["stable_rank"], fro2 / spec2, rtol=1e-5)
+    np.testing.assert_allclose(out["spectral_norm"], np.sqrt(spec2), rtol=1e-5)
+    np.testing.assert_allclose(out["condition_number"], s[0] / np.percentile(s, 5), rtol=1e-4)
+    p = s / s.sum()
+    np.testing.assert_allclose(out["effective_rank"], np.exp(-np.sum(p * np.log(p))), rtol=1e-5)
+    np.testing.assert_allclose(out["nuclear_norm"], np.linalg.norm(w.astype(np.float64), "nuc"), rtol=1e-5)
+    assert float(out["max_abs"]) == float(np.max(np.abs(w)))
+
+
+def test_condition_number_uses_the_5th_percentile_not_the_minimum():
+    s = jnp.array([10.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.25, 0.125, 0.01])
+    want = 10.0 / np.percentile(np.asarray(s), 5)  # between 0.01 and 0.125, by linear interpolation
+    np.testing.assert_allclose(spectra.condition_number(s), want, rtol=1e-6)
+    assert float(spectra.condition_number(s)) < 10.0 / 0.01
+    np.testing.assert_allclose(spectra.condition_number(s, percentile=0.0), 1000.0, rtol=1e-5)
+
+
+def test_effective_rank_of_identity_and_rank_one():
+    for n in (4, 6):
+        out = _summarize(jnp.eye(n))
+        np.testing.assert_allclose(out["effective_rank"], n, rtol=1e-6)
+        np.testing.assert_allclose(out["stable_rank"], n, rtol=1e-6)
+        np.testing.assert_allclose(out["condition_number"], 1.0, rtol=1e-6)
+    u, v = np.arange(1.0, 10.0, dtype=np.float32), np.array([1.0, -2.0, 0.5, 3.0], np.float32)
+    out = _summarize(jnp.asarray(np.outer(u, v)))
+    np.testing.assert_allclose(out["effective_rank"], 1.0, atol=1e-4)
+    np.testing.assert_allclose(out["stable_rank"], 1.0, atol=1e-5)
+    np.testing.assert_allclose(out["spectral_norm"], np.linalg.norm(u) * np.linalg.norm(v), rtol=1e-5)
+    # exact zeros in the spectrum contribute nothing (no 0·log 0 = NaN)
+    np.testing.assert_allclose(spectra.effective_rank(jnp.array([2.0, 2.0, 0.0])), 2.0, rtol=1e-6)
+
+
+def test_batched_summaries_match_one_by_one():
+    ws = jnp.stack([jnp.asarray(_matrix((5, 3), seed)) for seed in range(3)])
+    batched = jax.jit(jax.vmap(spectra.summarize))(ws)
+    for i in range(3):
+        one = _summarize(ws[i])
+        for k in one:
+            np.testing.assert_allclose(batched[k][i], one[k], rtol=1e-5, atol=1e-6)
