@@ -36,14 +36,15 @@ from connect.errors import UserError
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
-def orthogonalize(g: jax.Array, ns_steps: int = 5, polish_steps: int = 3) -> jax.Array:
+def orthogonalize(g: jax.Array, ns_steps: int = 5, polish_steps: int = 4) -> jax.Array:
     """Approximate the polar factor ``U Vᵀ`` of ``G = U Σ Vᵀ`` by Newton–Schulz, for the last
     two axes of ``g`` (leading axes are a batch, e.g. the free nodes of a path).
 
     ``ns_steps`` quintic iterations ``X ← aX + b(XXᵀ)X + c(XXᵀ)²X`` (fast, leave σ in
-    ~[0.7, 1.2]) followed by ``polish_steps`` cubic ones ``X ← 1.5X − 0.5(XXᵀ)X``
-    (Newton–Schulz proper, converges quadratically to σ = 1), so that ``‖u‖₂ ≈ s`` and
-    the Muon radius ``s/λ`` is tight rather than off by ~20%.
+    ~[0.68, 1.13]) followed by ``polish_steps`` cubic ones ``X ← 1.5X − 0.5(XXᵀ)X``
+    (Newton–Schulz proper, converges quadratically to σ = 1: the error ``|σ − 1|`` is at
+    most ~1e-3 after 3 of them and ~2e-6 after 4), so that ``‖u‖₂ ≈ s`` and the Muon
+    radius ``s/λ`` is tight rather than off by ~20%.
     """
     a, b, c = NS_COEFFS
     mT = lambda x: jnp.swapaxes(x, -1, -2)  # noqa: E731
@@ -62,7 +63,7 @@ class MuonState(NamedTuple):
     momentum: optax.Updates
 
 
-def scale_by_muon(beta: float = 0.95, ns_steps: int = 5, polish_steps: int = 3) -> optax.GradientTransformation:
+def scale_by_muon(beta: float = 0.95, ns_steps: int = 5, polish_steps: int = 4) -> optax.GradientTransformation:
     """Muon's direction for matrices: Nesterov momentum, then ``s · orthogonalize(·)``
     with ``s = sqrt(max(1, fan_out/fan_in))`` (Jordan et al. 2024)."""
 
