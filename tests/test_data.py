@@ -41,7 +41,7 @@ def test_synthetic_regression_targets_are_standardised_teacher_plus_noise():
     ds = data.make(data.DataConfig(task="regression", seed=0, noise=0.0, **SMALL))
     y = np.concatenate([np.asarray(ds.y_train), np.asarray(ds.y_test)])
     assert abs(y.mean()) < 1e-5 and abs(y.std() - 1.0) < 1e-4  # noise 0: exactly the standardised teacher
-    assert len(np.unique(y)) == len(y)  # real-valued, not labels
+    assert len(np.unique(y)) > len(y) // 2  # real-valued, not labels (ties: inputs where every teacher unit is off)
     noisy = data.make(data.DataConfig(task="regression", seed=0, noise=0.5, **SMALL))
     np.testing.assert_array_equal(noisy.x_train, ds.x_train)  # noise touches only the targets
     assert not np.allclose(noisy.y_train, ds.y_train)
