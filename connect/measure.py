@@ -49,27 +49,51 @@ def point_metrics(params: dict, data: Dataset, lam: float) -> dict:
     return out
 
 
+#: Nodes of every path as measured: θ_A, one free node, θ_B (a linear path's free node is
+#: its midpoint, with weight 0).
+N_NODES = 3
+
+
+def _path_weights(kind: str, t):
+    """Weights over the :data:`N_NODES` nodes for any kind (linear: ``(1 − t, 0, t)``)."""
+    if kind == "linear":
+        w = paths.weights("linear", 2, t)
+        return jnp.stack([w[0], jnp.zeros_like(w[0]), w[1]])
+    return paths.weights(kind, N_NODES, t)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _fit_pairs(kind, optimizer, steps, t_samples, strategy, theta_a_P, theta_b_P, keys_P, data):
+def _fit_pairs(kinds, optimizer, steps, t_samples, strategy, theta_a_P, theta_b_P, keys_PL, data):
+    """Learn the free node of every learned kind (L of them) for P pairs: one program, mapped over P × L."""
     loss = losses.for_task(data.task)
+    kind_ids = jnp.arange(len(kinds))
 
     def one(args):
-        a, b, key = args
-        if kind == "linear":
-            return paths.stack_nodes(a, paths.init_free(a, b, 0), b), jnp.zeros((steps,))
-        return paths.fit(kind, a, b, lambda p: loss(relu.apply(p, data.x_train), data.y_train),
-                         optimizer, jax.random.wrap_key_data(key), n_free=1, steps=steps, t_per_step=t_samples)
+        a, b, key, kind_id = args
+        weight_fn = lambda t: jax.lax.switch(kind_id, [functools.partial(_path_weights, k) for k in kinds], t)  # noqa: E731
+        return paths.fit(weight_fn, a, b, lambda p: loss(relu.apply(p, data.x_train), data.y_train),
+                         optimizer, jax.random.wrap_key_data(key), n_free=N_NODES - 2, steps=steps, t_per_step=t_samples)
 
-    return batching.map_leading(one, (theta_a_P, theta_b_P, keys_P), strategy)
+    n_pairs, n_kinds = keys_PL.shape[:2]
+    rep = lambda x: jnp.repeat(x, n_kinds, axis=0)  # noqa: E731  (pair-major: row p·L + l)
+    flat = (jax.tree.map(rep, theta_a_P), jax.tree.map(rep, theta_b_P), keys_PL.reshape((n_pairs * n_kinds,) + keys_PL.shape[2:]),
+            jnp.tile(kind_ids, n_pairs))
+    return batching.map_leading(one, flat, strategy)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _eval_pairs(kind, strategy, nodes_PK, ts_PT, data, lam):
+@functools.partial(jax.jit, static_argnums=(0,))
+def _eval_paths(strategy, nodes_QK, w_QTK, ts_QT, data, lam):
+    """``point_metrics`` at every (path q, t): nodes (Q, K, …), weights (Q, T, K)."""
+
     def one(args):
-        nodes, ts = args
-        return jax.vmap(lambda t: point_metrics(paths.point(kind, nodes, t), data, lam))(ts)
+        nodes, w_TK, ts = args
+        return jax.vmap(lambda w, t: point_metrics(paths.combine(w, nodes, t > 0.5), data, lam))(w_TK, ts)
 
-    return batching.map_leading(one, (nodes_PK, ts_PT), strategy)
+    return batching.map_leading(one, (nodes_QK, w_QTK, ts_QT), strategy)
+
+
+def _weights_table(kind: str, ts_T: np.ndarray) -> np.ndarray:
+    return np.stack([np.asarray(_path_weights(kind, t)) for t in ts_T])
 
 
 def measure_pairs(
@@ -84,28 +108,48 @@ def measure_pairs(
 ) -> dict:
     """Fit and measure every path kind of ``settings`` for P pairs (params stacked on axis P).
 
-    Returns ``{kind: {"t": (P, T), "nodes": stacked nodes (P, K, …), "objective": (P, steps),
-    metric: (P, T) or (P, T, R)}}`` as numpy arrays, t sorted ascending and containing 0 and 1.
+    Learned kinds are fitted together (one compiled program for all pairs and kinds), then
+    every kind is measured on the t-grid in one batched evaluation. Returns ``{kind: {"t":
+    (P, T), "nodes": stacked nodes (P, 3, …), "objective": (P, steps), metric: (P, T) or
+    (P, T, R)}}`` as numpy arrays, t sorted ascending and containing 0 and 1.
     """
     strategy = batching.resolve(strategy)
     n_pairs = jax.tree.leaves(theta_a_P)[0].shape[0]
+    kinds = tuple(settings.kinds)
+    learned = tuple(k for k in kinds if k != "linear")
+    nodes, objective = {}, {}
+    if "linear" in kinds:
+        mid = jax.vmap(lambda a, b: paths.init_free(a, b, 1))(theta_a_P, theta_b_P)
+        nodes["linear"] = jax.vmap(paths.stack_nodes)(theta_a_P, mid, theta_b_P)
+        objective["linear"] = np.zeros((n_pairs, settings.steps), np.float32)
+    if learned:
+        keys = jax.random.split(key, n_pairs * len(learned)).reshape(n_pairs, len(learned))
+        fitted, obj = _fit_pairs(learned, path_optimizer, settings.steps, settings.t_samples, strategy,
+                                 theta_a_P, theta_b_P, jax.random.key_data(keys), data)
+        for i, kind in enumerate(learned):
+            nodes[kind] = jax.tree.map(lambda x: x[i :: len(learned)], fitted)
+            objective[kind] = np.asarray(obj[i :: len(learned)])
+    # one evaluation over all kinds × pairs: Q = len(kinds)·P paths
+    all_nodes = jax.tree.map(lambda *x: jnp.concatenate(x), *[nodes[k] for k in kinds])
     grid_T = barrier_lib.grid(settings.t_points)
+    ts_QT = np.tile(grid_T, (len(kinds) * n_pairs, 1))
+    w_QTK = np.concatenate([np.broadcast_to(_weights_table(k, grid_T), (n_pairs, len(grid_T), N_NODES)) for k in kinds])
+    metrics = jax.device_get(_eval_paths(strategy, all_nodes, jnp.asarray(w_QTK), jnp.asarray(ts_QT), data, lam))
+    if settings.refine > 0:
+        extra_QE = np.stack([barrier_lib.refine(grid_T, m, settings.refine) for m in metrics["loss_train"]])
+        w_extra = np.concatenate([np.stack([_weights_table(k, e) for e in extra_QE[q * n_pairs : (q + 1) * n_pairs]])
+                                  for q, k in enumerate(kinds)])
+        more = jax.device_get(_eval_paths(strategy, all_nodes, jnp.asarray(w_extra), jnp.asarray(extra_QE), data, lam))
+        ts_QT = np.concatenate([ts_QT, extra_QE], axis=1)
+        order = np.argsort(ts_QT, axis=1, kind="stable")
+        ts_QT = np.take_along_axis(ts_QT, order, axis=1)
+        metrics = {k: np.take_along_axis(np.concatenate([v, more[k]], axis=1), order.reshape(order.shape + (1,) * (v.ndim - 2)), axis=1)
+                   for k, v in metrics.items()}
     out = {}
-    for i, kind in enumerate(settings.kinds):
-        keys_P = jax.random.key_data(jax.random.split(jax.random.fold_in(key, i), n_pairs))
-        nodes, objective = _fit_pairs(kind, path_optimizer, settings.steps, settings.t_samples, strategy,
-                                      theta_a_P, theta_b_P, keys_P, data)
-        ts_PT = np.broadcast_to(grid_T, (n_pairs, len(grid_T)))
-        metrics = jax.device_get(_eval_pairs(kind, strategy, nodes, jnp.asarray(ts_PT), data, lam))
-        if settings.refine > 0:
-            extra_PE = np.stack([barrier_lib.refine(grid_T, m, settings.refine) for m in metrics["loss_train"]])
-            more = jax.device_get(_eval_pairs(kind, strategy, nodes, jnp.asarray(extra_PE), data, lam))
-            ts_PT = np.concatenate([ts_PT, extra_PE], axis=1)
-            metrics = jax.tree.map(lambda a, b: np.concatenate([a, b], axis=1), metrics, more)
-            order = np.argsort(ts_PT, axis=1, kind="stable")
-            ts_PT = np.take_along_axis(ts_PT, order, axis=1)
-            metrics = {k: np.take_along_axis(v, order.reshape(order.shape + (1,) * (v.ndim - 2)), axis=1) for k, v in metrics.items()}
-        out[kind] = {"t": np.asarray(ts_PT), "nodes": jax.device_get(nodes), "objective": np.asarray(objective), **metrics}
+    for q, kind in enumerate(kinds):
+        sl = slice(q * n_pairs, (q + 1) * n_pairs)
+        out[kind] = {"t": ts_QT[sl], "nodes": jax.device_get(nodes[kind]), "objective": objective[kind],
+                     **{m: v[sl] for m, v in metrics.items()}}
     return out
 
 

@@ -130,7 +130,7 @@ class OptimizerSpec(NamedTuple):
 
 
 REGISTRY: dict[str, OptimizerSpec] = {
-    "sgd": OptimizerSpec(_sgd, "none", 0.05, "gradient descent, decay as L2 penalty"),
+    "sgd": OptimizerSpec(_sgd, "none", 0.02, "gradient descent, decay as L2 penalty"),
     "momentum": OptimizerSpec(_momentum, "none", 0.01, "heavy-ball momentum 0.9, decoupled decay"),
     "adam": OptimizerSpec(_adam, "none", 0.01, "Adam with coupled L2 decay"),
     "adamw": OptimizerSpec(_adamw, "linf", 0.01, "Adam with decoupled decay: ℓ∞ ball 1/λ"),

@@ -53,9 +53,10 @@ def weights(kind: str, n_nodes: int, t: jax.Array) -> jax.Array:
     raise ValueError(f"unknown path kind {kind!r}: use one of {', '.join(KINDS)}")
 
 
-def point(kind: str, nodes_K, t: jax.Array):
+def point(kind, nodes_K, t: jax.Array):
     """θ(t) for a path given its stacked nodes (pytree with leading axis K).
 
+    ``kind`` is a path kind of :data:`KINDS`, or a function ``t -> w_K`` giving the weights.
     Evaluated as ``θ_e + Σ_k w_k(t) (θ_k − θ_e)``, ``θ_e`` the nearer endpoint (θ_A for
     t ≤ ½, θ_B otherwise) — equal to ``Σ_k w_k θ_k`` since ``Σ_k w_k = 1``, but exact in
     floating point at t = 0 and t = 1 and on a path whose nodes are all equal (the path
@@ -63,8 +64,13 @@ def point(kind: str, nodes_K, t: jax.Array):
     operations only (no matmul, whose reduced default precision on GPUs would round θ_A).
     """
     n_nodes = jax.tree.leaves(nodes_K)[0].shape[0]
-    w_K = weights(kind, n_nodes, t)
-    near_b = jnp.asarray(t) > 0.5
+    w_K = kind(t) if callable(kind) else weights(kind, n_nodes, t)
+    return combine(w_K, nodes_K, jnp.asarray(t) > 0.5)
+
+
+def combine(w_K: jax.Array, nodes_K, near_b: jax.Array):
+    """``Σ_k w_k θ_k`` anchored at θ_B if ``near_b`` else θ_A (see :func:`point`)."""
+    n_nodes = w_K.shape[0]
 
     def leaf(x_K):
         anchor = jnp.where(near_b, x_K[-1], x_K[0])
@@ -96,7 +102,7 @@ def n_free_nodes(kind: str, degree_or_bends: int) -> int:
 
 
 def fit(
-    kind: str,
+    kind,
     theta_a,
     theta_b,
     loss_fn: Callable,
@@ -109,7 +115,8 @@ def fit(
     """Learn the free nodes: minimise ``E_{t~U[0,1]} L(θ(t))`` by ``steps`` optimizer steps,
     each averaging the loss over ``t_per_step`` fresh uniform samples of t.
 
-    Returns ``(nodes_K, objective_per_step)``. Pure and traceable (vmap over pairs).
+    ``kind`` as in :func:`point`. Returns ``(nodes_K, objective_per_step)``. Pure and
+    traceable (vmap over pairs).
     """
     free = init_free(theta_a, theta_b, n_free)
 

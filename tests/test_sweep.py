@@ -1,0 +1,120 @@
+"""The width sweep end to end on a tiny configuration: run directory, rows, resume."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from connect import checkpoints, config, losses, sweep
+from connect.models import relu
+
+TINY = {"widths": [2, 8], "optimizers": ["adamw", "muon"], "seeds": 2, "steps": 200, "path_steps": 30, "t_points": 5}
+
+
+def _cfg(**over):
+    return config.from_dict({**TINY, **over})
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("sweep") / "run")
+    rows = sweep.run(_cfg(), run_dir, progress=False)
+    return run_dir, rows
+
+
+def test_run_directory_describes_itself(full_run):
+    run_dir, rows = full_run
+    for name in ("config.json", "metrics.jsonl", "results.json", "results.csv"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    with open(os.path.join(run_dir, "config.json")) as f:
+        assert json.load(f) == _cfg().to_dict()
+    for fig in ("barrier_vs_width", "loss_along_t", "spectrum_along_path", "constraint_norms"):
+        for ext in ("png", "pdf"):
+            assert os.path.getsize(os.path.join(run_dir, "figures", f"{fig}.{ext}")) > 1000
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    assert len(lines) == 2 * 2 * 2  # widths × optimizers × seeds
+
+
+def test_one_row_per_pair_path_alignment(full_run):
+    run_dir, rows = full_run
+    n_pairs = 6  # C(4, 2) solutions of one width
+    assert len(rows) == 2 * n_pairs * 3 * 2
+    with open(os.path.join(run_dir, "results.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows)
+    assert {r["pair_type"] for r in table} == {"adamw-adamw", "adamw-muon", "muon-muon"}
+    assert {(r["path"], r["alignment"]) for r in table} == {(p, a) for p in ("linear", "bezier", "polychain") for a in ("raw", "aligned")}
+    cross = [r for r in rows if r["pair_type"] == "adamw-muon" and r["path"] != "linear"]
+    assert {r["path_optimizer"] for r in cross} == {"adamw"}
+    assert {r["path_optimizer"] for r in rows if r["pair_type"] == "muon-muon" and r["path"] != "linear"} == {"muon"}
+    for r in rows:
+        assert r["barrier_train"] >= 0 and r["max_barrier_train"] >= 0
+        assert r["curves"]["t"][0] == 0.0 and r["curves"]["t"][-1] == 1.0
+
+
+def test_path_endpoints_are_the_checkpoints(full_run):
+    """Endpoint losses in every row equal the loss of the saved checkpoint (alignment keeps B's function)."""
+    run_dir, rows = full_run
+    from connect import data
+
+    ds = data.make(_cfg().data_config())
+    loss = {}
+    for r in rows:
+        for side in ("a", "b"):
+            name = sweep.checkpoint_name(r["width"], r[f"opt_{side}"], r[f"seed_{side}"])
+            if name not in loss:
+                params, meta = checkpoints.load_checkpoint(os.path.join(run_dir, "checkpoints", name))
+                loss[name] = float(losses.mse(relu.apply(params, ds.x_train), ds.y_train))
+                assert meta["model_config"]["width"] == r["width"]
+            np.testing.assert_allclose(r[f"loss_{side}_train"], loss[name], rtol=1e-5, atol=1e-7)
+
+
+def test_killed_and_resumed_sweep_gives_the_same_results(full_run, tmp_path, monkeypatch):
+    run_dir_full, _ = full_run
+    run_dir = str(tmp_path / "resumed")
+    # Kill 1: in the middle of saving the second width's checkpoints.
+    real_save, saved = checkpoints.save_checkpoint, []
+
+    def dying_save(path, params, metadata):
+        if len(saved) == 5:
+            raise KeyboardInterrupt
+        saved.append(path)
+        real_save(path, params, metadata)
+
+    monkeypatch.setattr(checkpoints, "save_checkpoint", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(_cfg(), run_dir, progress=False)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", real_save)
+    assert not os.path.exists(os.path.join(run_dir, "results.json"))
+    # Kill 2: while measuring the second width's pairs.
+    real_measured = sweep.measured
+
+    def dying_measured(cfg, dataset, rd, width):
+        if width == 8:
+            raise KeyboardInterrupt
+        return real_measured(cfg, dataset, rd, width)
+
+    monkeypatch.setattr(sweep, "measured", dying_measured)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(_cfg(), run_dir, progress=False)
+    monkeypatch.setattr(sweep, "measured", real_measured)
+    assert os.path.isfile(os.path.join(run_dir, "pairs", "w0002.json"))
+    assert not os.path.exists(os.path.join(run_dir, "pairs", "w0008.json"))
+    # Resume: nothing already saved is redone (no training call), and results match.
+    mtime = os.path.getmtime(os.path.join(run_dir, "pairs", "w0002.json"))
+    sweep.run(_cfg(), run_dir, progress=False)
+    assert os.path.getmtime(os.path.join(run_dir, "pairs", "w0002.json")) == mtime
+    for name in ("results.json", "results.csv"):
+        with open(os.path.join(run_dir_full, name)) as f1, open(os.path.join(run_dir, name)) as f2:
+            assert f1.read() == f2.read(), name
+
+
+def test_rerun_with_other_config_is_refused(full_run):
+    from connect.errors import UserError
+
+    run_dir, _ = full_run
+    with pytest.raises(UserError, match="different configuration"):
+        sweep.run(_cfg(steps=201), run_dir, progress=False)
