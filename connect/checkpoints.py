@@ -26,16 +26,30 @@ FORMAT = "connect-checkpoint/1"
 
 
 def save_checkpoint(path: str, params: dict, metadata: dict) -> None:
-    """Save ``params`` (a pytree of arrays) and ``metadata`` (JSON-able) to directory ``path``."""
+    """Save ``params`` (a pytree of arrays) and ``metadata`` (JSON-able) to directory ``path``.
+
+    An existing checkpoint (finished or interrupted) at ``path`` is replaced; any other
+    existing file or directory is left alone and raises :class:`UserError`.
+    """
     path = os.path.abspath(path)
     if os.path.exists(path):
+        if not _holds_only_a_checkpoint(path):
+            raise UserError(f"{path} exists and is not a checkpoint directory: refusing to overwrite it, pass a new path")
         shutil.rmtree(path)
     os.makedirs(path)
     host = jax.tree.map(np.asarray, jax.device_get(params))
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(path, "params"), host)
         ckptr.wait_until_finished()
-    write_json_atomic(os.path.join(path, "metadata.json"), {"format": FORMAT, **metadata})
+    write_json_atomic(os.path.join(path, "metadata.json"), {**metadata, "format": FORMAT})
+
+
+def _holds_only_a_checkpoint(path: str) -> bool:
+    """``path`` is a directory with nothing but what :func:`save_checkpoint` writes (``params``,
+    orbax's ``params.orbax-checkpoint-tmp-*``, ``metadata.json`` and its ``.tmp-*`` file)."""
+    return os.path.isdir(path) and all(
+        e.startswith("params") or e == "metadata.json" or e.startswith(".tmp-") for e in os.listdir(path)
+    )
 
 
 def is_complete(path: str) -> bool:
@@ -58,6 +72,8 @@ def load_checkpoint(path: str) -> tuple[dict, dict]:
             metadata = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"checkpoint {path} has a corrupt metadata.json ({e}): re-run the sweep to rewrite it") from None
+    if not isinstance(metadata, dict):
+        raise UserError(f"checkpoint {path} has a corrupt metadata.json (a JSON {type(metadata).__name__}, not an object): re-run the sweep to rewrite it")
     if metadata.get("format") != FORMAT:
         raise UserError(f"checkpoint {path} is not a connect checkpoint (format {metadata.get('format')!r}, expected {FORMAT!r})")
     try:
