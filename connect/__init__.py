@@ -4,7 +4,7 @@ The public surface: models, data, optimizers, training, checkpoints, paths,
 alignment, barriers, spectra, constraint sets, the width sweep, plots.
 """
 
-from connect import alignment, barrier, batching, constraints, data, losses, measure, optimizers, paths, spectra, training
+from connect import alignment, barrier, batching, config, constraints, data, losses, measure, optimizers, paths, spectra, sweep, training
 from connect.alignment import align
 from connect.barrier import barrier as barrier_height
 from connect.barrier import max_barrier
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConstraintSet", "DataConfig", "Dataset", "PathSettings", "UserError", "WidthSweepConfig",
-    "align", "alignment", "barrier", "barrier_height", "batching", "constraints", "data",
+    "align", "alignment", "barrier", "barrier_height", "batching", "config", "constraints", "data",
     "load_checkpoint", "losses", "max_barrier", "measure", "measure_pairs", "optimizers",
-    "paths", "relu", "save_checkpoint", "spectra", "spectrum", "training",
+    "paths", "relu", "save_checkpoint", "spectra", "spectrum", "sweep", "training",
 ]

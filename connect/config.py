@@ -54,7 +54,7 @@ class WidthSweepConfig:
     t_points: int = _f(11, "evenly spaced t in [0,1] at which paths are measured")
     refine: int = _f(0, "extra t points around each path's peak (0: none)")
     plot_width: int = _f(0, "width shown in the loss-along-t, spectrum and norm figures (0: the smallest)")
-    strategy: str = _f("auto", f"batching over seeds/pairs/t: {', '.join(batching.STRATEGIES)}")
+    strategy: str = _f("auto", f"batching over seeds/pairs/t: {', '.join(batching.TRACEABLE)} (auto: map on CPU, vmap on GPU)")
 
     def data_config(self) -> DataConfig:
         return DataConfig(
@@ -104,7 +104,7 @@ class WidthSweepConfig:
             (self.t_points >= 2, f"t_points must be ≥ 2, got {self.t_points}"),
             (self.refine >= 0, f"refine must be ≥ 0, got {self.refine}"),
             (self.plot_width == 0 or self.plot_width in self.widths, f"plot_width {self.plot_width} is not one of the widths {self.widths}"),
-            (self.strategy in batching.STRATEGIES, f"unknown strategy {self.strategy!r}: use one of {', '.join(batching.STRATEGIES)}"),
+            (self.strategy in batching.TRACEABLE, f"unknown strategy {self.strategy!r}: use one of {', '.join(batching.TRACEABLE)}"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -23,6 +23,7 @@ learning rate and decay.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -157,7 +158,14 @@ def make(name: str, lr: float, weight_decay: float, matrices: Sequence[str] = ()
         raise UserError(f"learning rate for {name} must be positive, got {lr}")
     if not weight_decay >= 0:
         raise UserError(f"weight decay must be non-negative, got {weight_decay}")
-    return spec(name).build(float(lr), float(weight_decay), tuple(matrices))
+    spec(name)
+    return _build(name, float(lr), float(weight_decay), tuple(matrices))
+
+
+@functools.lru_cache(maxsize=None)
+def _build(name: str, lr: float, weight_decay: float, matrices: tuple[str, ...]) -> optax.GradientTransformation:
+    # one object per setting, so jitted programs taking the optimizer as static reuse their compilation
+    return REGISTRY[name].build(lr, weight_decay, matrices)
 
 
 def constraint(name: str, weight_decay: float, matrices: Sequence[str] = ()) -> ConstraintSet:

@@ -14,12 +14,10 @@ import json
 import os
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from connect.errors import UserError  # noqa: E402
+from connect.errors import UserError
 
 FIGURES = ("barrier_vs_width", "loss_along_t", "spectrum_along_path", "constraint_norms")
 
@@ -67,7 +65,7 @@ def plot_run(run_dir: str, width: int | None = None, metric: str = "barrier_trai
 def barrier_vs_width(rows: list[dict], run_dir: str, metric: str = "barrier_train") -> list[str]:
     kinds, aligns = _ordered(r["path"] for r in rows), _ordered(r["alignment"] for r in rows)
     types = _ordered(r["pair_type"] for r in rows)
-    fig, axes = plt.subplots(len(aligns), len(kinds), figsize=(4.2 * len(kinds), 3.3 * len(aligns)), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(aligns), len(kinds), figsize=(4.2 * len(kinds), 3.3 * len(aligns)), squeeze=False, sharey=True, layout="constrained")
     for i, al in enumerate(aligns):
         for j, kind in enumerate(kinds):
             ax = axes[i][j]
@@ -94,7 +92,7 @@ def loss_along_t(rows: list[dict], run_dir: str, width: int, split: str = "train
     if not sel:
         raise UserError(f"no results at width {width}: choose one of {sorted({r['width'] for r in rows})}")
     kinds, aligns = _ordered(r["path"] for r in sel), _ordered(r["alignment"] for r in sel)
-    fig, axes = plt.subplots(len(aligns), len(kinds), figsize=(4.2 * len(kinds), 3.3 * len(aligns)), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(aligns), len(kinds), figsize=(4.2 * len(kinds), 3.3 * len(aligns)), squeeze=False, sharey=True, layout="constrained")
     for i, al in enumerate(aligns):
         for j, kind in enumerate(kinds):
             ax = axes[i][j]
@@ -133,7 +131,7 @@ def _label(r: dict) -> str:
 
 
 def spectrum_along_path(chosen: list[dict], run_dir: str, width: int) -> list[str]:
-    fig, axes = plt.subplots(1, len(chosen), figsize=(5 * len(chosen), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(chosen), figsize=(5 * len(chosen), 3.6), squeeze=False, layout="constrained")
     for ax, r in zip(axes[0], chosen):
         t = np.asarray(r["curves"]["t"])
         sv = np.asarray(r["curves"]["singular_values"])
@@ -149,7 +147,7 @@ def spectrum_along_path(chosen: list[dict], run_dir: str, width: int) -> list[st
 
 
 def constraint_norms(chosen: list[dict], run_dir: str, width: int) -> list[str]:
-    fig, axes = plt.subplots(1, len(chosen), figsize=(5 * len(chosen), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(chosen), figsize=(5 * len(chosen), 3.6), squeeze=False, layout="constrained")
     for ax, r in zip(axes[0], chosen):
         t = np.asarray(r["curves"]["t"])
         ax.plot(t, r["curves"]["linf_rel"], label="λ·max|θ|  (AdamW/Lion ball)")

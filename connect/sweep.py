@@ -26,7 +26,7 @@ import os
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from connect import checkpoints, data, losses, measure, optimizers, training
 from connect.config import WidthSweepConfig
@@ -99,8 +99,8 @@ def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: i
         return jax.tree.map(lambda *a: np.stack(a), *[p for p, _ in loaded])
     loss = losses.for_task(dataset.task)
     params_S, loss_ST = training.train(
-        functools.partial(relu.init, cfg=model_cfg),
-        lambda p, x, y: loss(relu.apply(p, x), y),
+        _init_fn(model_cfg),
+        _objective(dataset.task),
         optimizers.make(opt, cfg.lr_of(opt), cfg.weight_decay, relu.MUON_MATRICES),
         seeds, dataset.x_train, dataset.y_train, cfg.steps, cfg.strategy,
     )
@@ -123,6 +123,23 @@ def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: i
     with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
         f.write("\n".join(lines) + "\n")
     return params_S
+
+
+@functools.lru_cache(maxsize=None)
+def _init_fn(model_cfg: relu.ReluConfig):
+    """``key -> params`` of one architecture; cached so repeated training reuses its compilation."""
+    return functools.partial(relu.init, cfg=model_cfg)
+
+
+@functools.lru_cache(maxsize=None)
+def _objective(task: str):
+    """``(params, x, y) -> training loss`` of a task; cached like :func:`_init_fn`."""
+    loss = losses.for_task(task)
+
+    def objective(params, x, y):
+        return loss(relu.apply(params, x), y)
+
+    return objective
 
 
 def pair_list(cfg: WidthSweepConfig) -> list[tuple[tuple[str, int], tuple[str, int]]]:
