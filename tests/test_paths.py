@@ -39,6 +39,10 @@ def _assert_tree_equal(got, want):
         assert np.array_equal(np.asarray(g), np.asarray(w)), "not bitwise equal"
 
 
+# One compiled program per (kind, shapes); eager mode would compile every primitive per shape.
+_point = jax.jit(paths.point, static_argnums=0)
+
+
 def _identity(p):
     return p
 
@@ -54,8 +58,8 @@ def _at(tree, i):
 def test_endpoints_are_exact(kind, n_free):
     theta_a, theta_b, nodes = _random_nodes(n_free)
     assert jax.tree.leaves(nodes)[0].shape[0] == n_free + 2
-    _assert_tree_equal(paths.point(kind, nodes, 0.0), theta_a)
-    _assert_tree_equal(paths.point(kind, nodes, 1.0), theta_b)
+    _assert_tree_equal(_point(kind, nodes, 0.0), theta_a)
+    _assert_tree_equal(_point(kind, nodes, 1.0), theta_b)
     # The jitted, vmapped evaluation used for measurements reproduces them as well.
     pts = paths.evaluate(kind, _identity, nodes, _GRID)
     _assert_tree_equal(_at(pts, 0), theta_a)
@@ -68,8 +72,8 @@ def _check_fitted_endpoints(kind, nodes, theta_a, theta_b, n_free):
     assert jax.tree.leaves(nodes)[0].shape[0] == n_free + 2
     _assert_tree_equal(_at(nodes, 0), theta_a)
     _assert_tree_equal(_at(nodes, -1), theta_b)
-    _assert_tree_equal(paths.point(kind, nodes, 0.0), theta_a)
-    _assert_tree_equal(paths.point(kind, nodes, 1.0), theta_b)
+    _assert_tree_equal(_point(kind, nodes, 0.0), theta_a)
+    _assert_tree_equal(_point(kind, nodes, 1.0), theta_b)
     # the free nodes did move off their initial straight-line positions
     assert not np.allclose(nodes["x"][1:-1], paths.init_free(theta_a, theta_b, n_free)["x"])
 
@@ -98,7 +102,7 @@ def test_quadratic_bezier_with_midpoint_control_is_the_line():
     bez = paths.stack_nodes(theta_a, mid, theta_b)
     line = paths.stack_nodes(theta_a, paths.init_free(theta_a, theta_b, 0), theta_b)
     for t in np.linspace(0.0, 1.0, 9):
-        got, want = paths.point("bezier", bez, t), paths.point("linear", line, t)
+        got, want = _point("bezier", bez, t), _point("linear", line, t)
         for k in theta_a:
             np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-6)
         # and the line is (1 − t) θ_A + t θ_B, computed independently in float64
