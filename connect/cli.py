@@ -26,24 +26,26 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         help_ = f"{f.metadata['help']} (default: {default})"
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        elif f.name == "lr":
-            p.add_argument(flag, nargs="+", metavar="NAME=LR", default=None, help=help_)
+        elif isinstance(default, dict):
+            p.add_argument(flag, nargs="+", metavar="NAME=VALUE", default=None, help=help_)
         elif isinstance(default, list):
             p.add_argument(flag, nargs="+", type=int if f.name == "widths" else str, default=None, metavar=f.name[:-1].upper(), help=help_)
         else:
             p.add_argument(flag, type=type(default), default=None, help=help_)
 
 
-def _parse_lr(items: list[str]) -> dict:
+def _parse_named(items: list[str], key: str) -> dict:
+    """``["adamw=0.01", "muon=0.02"]`` → ``{"adamw": 0.01, "muon": 0.02}``."""
+    flag = "--" + key.replace("_", "-")
     out = {}
     for item in items:
         name, sep, val = item.partition("=")
         try:
             out[name] = float(val)
         except ValueError:
-            raise UserError(f"--lr {item!r} is not NAME=VALUE, e.g. --lr adamw=0.01 muon=0.02") from None
+            sep = ""
         if not sep:
-            raise UserError(f"--lr {item!r} is not NAME=VALUE, e.g. --lr adamw=0.01 muon=0.02")
+            raise UserError(f"{flag} {item!r} is not NAME=VALUE, e.g. {flag} adamw=0.01 muon=0.02")
     return out
 
 
@@ -54,8 +56,9 @@ def sweep_config(args: argparse.Namespace):
     values = config.load_toml(args.config) if args.config else {}
     source = args.config or "command line"
     cli = {f.name: getattr(args, f.name) for f in dataclasses.fields(config.WidthSweepConfig) if getattr(args, f.name) is not None}
-    if "lr" in cli:
-        cli["lr"] = {**values.get("lr", {}), **_parse_lr(cli["lr"])}
+    for key in ("lr", "weight_decay_by"):
+        if key in cli:
+            cli[key] = {**values.get(key, {}), **_parse_named(cli[key], key)}
     cfg = config.from_dict(values, source)
     for key, val in cli.items():
         setattr(cfg, key, config._coerce(key, val, "command line"))

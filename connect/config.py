@@ -36,6 +36,7 @@ class WidthSweepConfig:
     seeds: int = _f(3, "seeds per optimizer and width (≥ 2 to form same-optimizer pairs)")
     seed_offset: int = _f(0, "first seed; seeds are seed_offset, seed_offset+1, …")
     weight_decay: float = _f(0.1, "decoupled weight decay λ (ℓ∞ radius 1/λ for AdamW/Lion, spectral s/λ for Muon)")
+    weight_decay_by: dict = _f({"sgd": 0.001}, "per-optimizer λ overriding weight_decay, e.g. sgd=0.001: SGD's decay is an L2 penalty (no constraint set), and at λ = 0.1 its minimiser cannot interpolate")
     lr: dict = _f({}, "learning rate per optimizer, e.g. adamw=0.01 muon=0.02 (default: the registry's)")
     steps: int = _f(3000, "full-batch training steps per network")
     bias: bool = _f(True, "first-layer bias b_j in f(x) = Σ a_j relu(w_jᵀx + b_j)")
@@ -48,7 +49,7 @@ class WidthSweepConfig:
     noise: float = _f(0.5, "label noise of the synthetic data (std, relative to the standardised teacher)")
     data_seed: int = _f(0, "seed of the synthetic data and of the train/test split of user data")
     paths: list = _f(["linear", "bezier", "polychain"], f"path kinds, from: {', '.join(paths.KINDS)} (learned: quadratic Bézier, one-bend chain)")
-    path_steps: int = _f(400, "optimizer steps to learn a path's free point")
+    path_steps: int = _f(300, "optimizer steps to learn a path's free point")
     path_t_samples: int = _f(4, "t ~ U[0,1] samples per path-learning step")
     cross_path_optimizer: str = _f("adamw", "optimizer that learns paths between solutions of two different optimizers")
     t_points: int = _f(11, "evenly spaced t in [0,1] at which paths are measured")
@@ -66,6 +67,9 @@ class WidthSweepConfig:
     def lr_of(self, name: str) -> float:
         return float(self.lr.get(name, optimizers.spec(name).default_lr))
 
+    def decay_of(self, name: str) -> float:
+        return float(self.weight_decay_by.get(name, self.weight_decay))
+
     def seed_list(self) -> list[int]:
         return list(range(self.seed_offset, self.seed_offset + self.seeds))
 
@@ -81,7 +85,7 @@ class WidthSweepConfig:
                 raise UserError(f"width {w!r} is invalid: widths must be positive integers")
         if not self.optimizers:
             raise UserError("optimizers is empty: name at least one, e.g. --optimizers adamw muon")
-        for name in [*self.optimizers, self.cross_path_optimizer, *self.lr]:
+        for name in [*self.optimizers, self.cross_path_optimizer, *self.lr, *self.weight_decay_by]:
             optimizers.spec(name)
         if len(set(self.optimizers)) != len(self.optimizers):
             raise UserError(f"optimizers lists a name twice: {self.optimizers}")
@@ -90,6 +94,9 @@ class WidthSweepConfig:
         for name, val in self.lr.items():
             if not (isinstance(val, (int, float)) and val > 0):
                 raise UserError(f"learning rate for {name} must be a positive number, got {val!r}")
+        for name, val in self.weight_decay_by.items():
+            if not (isinstance(val, (int, float)) and val >= 0):
+                raise UserError(f"weight decay for {name} must be a non-negative number, got {val!r}")
         checks = [
             (self.seeds >= 2, f"seeds must be ≥ 2 to form pairs, got {self.seeds}"),
             (self.seed_offset >= 0, f"seed_offset must be ≥ 0, got {self.seed_offset}"),
@@ -136,7 +143,7 @@ def load_toml(path: str) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"config file {path} is not valid TOML ({e})") from None
     doc = doc.get("width_sweep", doc)
-    return {k: v for k, v in doc.items() if not isinstance(v, dict) or k == "lr"}
+    return {k: v for k, v in doc.items() if not isinstance(v, dict) or k in ("lr", "weight_decay_by")}
 
 
 def _coerce(key: str, val: Any, source: str):

@@ -101,7 +101,7 @@ def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: i
     params_S, loss_ST = training.train(
         _init_fn(model_cfg),
         _objective(dataset.task),
-        optimizers.make(opt, cfg.lr_of(opt), cfg.weight_decay, relu.MUON_MATRICES),
+        optimizers.make(opt, cfg.lr_of(opt), cfg.decay_of(opt), relu.MUON_MATRICES),
         seeds, dataset.x_train, dataset.y_train, cfg.steps, cfg.strategy,
     )
     params_S, loss_ST = jax.device_get(params_S), np.asarray(loss_ST)
@@ -112,7 +112,7 @@ def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: i
     for i, (seed, d) in enumerate(zip(seeds, dirs)):
         meta = {
             "model": "relu", "model_config": model_cfg.to_dict(), "optimizer": opt,
-            "lr": cfg.lr_of(opt), "weight_decay": cfg.weight_decay, "seed": seed, "steps": cfg.steps,
+            "lr": cfg.lr_of(opt), "weight_decay": cfg.decay_of(opt), "seed": seed, "steps": cfg.steps,
             "task": dataset.task, "data": cfg.data_config().__dict__, "final_train_loss": float(final[i]),
         }
         checkpoints.save_checkpoint(d, jax.tree.map(lambda a: a[i], params_S), meta)
@@ -172,7 +172,7 @@ def measured(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: 
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(PATH_SEED), width), g)
         measured_rows = measure.measure_raw_and_aligned(
             [pick(*a) for a, _ in pairs], [pick(*b) for _, b in pairs], dataset,
-            optimizers.make(path_opt, cfg.lr_of(path_opt), cfg.weight_decay, relu.MUON_MATRICES),
+            optimizers.make(path_opt, cfg.lr_of(path_opt), cfg.decay_of(path_opt), relu.MUON_MATRICES),
             cfg.weight_decay, key, settings, cfg.strategy,
         )
         for m in measured_rows:
