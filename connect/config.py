@@ -54,7 +54,7 @@ class WidthSweepConfig:
     cross_path_optimizer: str = _f("adamw", "optimizer that learns paths between solutions of two different optimizers")
     t_points: int = _f(11, "evenly spaced t in [0,1] at which paths are measured")
     refine: int = _f(0, "extra t points around each path's peak (0: none)")
-    plot_width: int = _f(0, "width shown in the loss-along-t, spectrum and norm figures (0: the smallest)")
+    plot_width: int = _f(0, "width shown in the loss-along-t, spectrum and norm figures (0: the median width)")
     strategy: str = _f("auto", f"batching over seeds/pairs/t: {', '.join(batching.TRACEABLE)} (auto: map on CPU, vmap on GPU)")
 
     def data_config(self) -> DataConfig:

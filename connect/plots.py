@@ -53,7 +53,8 @@ def plot_run(run_dir: str, width: int | None = None, metric: str = "barrier_trai
     rows = load_results(run_dir)
     with open(os.path.join(run_dir, "config.json")) as f:
         cfg = json.load(f)
-    width = width or cfg.get("plot_width") or min(r["width"] for r in rows)
+    widths = sorted({r["width"] for r in rows})
+    width = width or cfg.get("plot_width") or widths[len(widths) // 2]
     files = barrier_vs_width(rows, run_dir, metric)
     files += loss_along_t(rows, run_dir, width)
     chosen = _example_pairs(rows, width)
@@ -75,8 +76,10 @@ def barrier_vs_width(rows: list[dict], run_dir: str, metric: str = "barrier_trai
                 vals = [[r[metric] for r in sel if r["width"] == w] for w in widths]
                 mean, std = np.array([np.mean(v) for v in vals]), np.array([np.std(v) for v in vals])
                 ls = "-" if pt.split("-")[0] == pt.split("-")[1] else "--"
-                ax.errorbar(widths, mean, yerr=std, ls=ls, marker="o", ms=3, capsize=2, label=pt)
+                # barriers are ≥ 0: the lower bar stops at 0
+                ax.errorbar(widths, mean, yerr=[np.minimum(std, mean), std], ls=ls, marker="o", ms=3, capsize=2, label=pt)
             ax.set_xscale("log", base=2)
+            ax.set_yscale("symlog", linthresh=1e-3)  # barriers span 0 … ~1: linear below 1e-3, log above
             ax.set_title(f"{kind} path, {al}")
             ax.set_xlabel("width m")
             if j == 0:
