@@ -118,3 +118,21 @@ def test_rerun_with_other_config_is_refused(full_run):
     run_dir, _ = full_run
     with pytest.raises(UserError, match="different configuration"):
         sweep.run(_cfg(steps=201), run_dir, progress=False)
+
+
+def test_user_classification_data(tmp_path):
+    """A user's .npz, classification: error-rate barriers appear, and the split is the user's."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = np.sign(x[:, 0] * x[:, 1] + 0.1).astype(np.float32)
+    path = tmp_path / "xor.npz"
+    np.savez(path, X=x[:30], y=y[:30], X_test=x[30:], y_test=y[30:])
+    cfg = _cfg(widths=[4], optimizers=["adamw"], task="classification", data=str(path), steps=100, path_steps=10)
+    rows = sweep.run(cfg, str(tmp_path / "run"), progress=False)
+    assert len(rows) == 1 * 3 * 2  # one pair × paths × alignments
+    for r in rows:
+        assert {"err_barrier_train", "err_barrier_test", "err_max_barrier_test"} <= set(r)
+        errs = np.asarray(r["curves"]["err_test"])
+        assert np.all((errs >= 0) & (errs <= 1)) and np.allclose(errs * 10, np.round(errs * 10))  # 10 test points
+    with open(tmp_path / "run" / "results.csv") as f:
+        assert "err_barrier_train" in f.readline()
