@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
 
     matplotlib.use("Agg")  # files only, no windows
     args = build_parser().parse_args(argv)
+    from connect import batching
+
+    batching.enable_compilation_cache()
     try:
         return args.func(args)
     except UserError as e:

@@ -113,6 +113,8 @@ def measure_pairs(
     (P, T), "nodes": stacked nodes (P, 3, …), "objective": (P, steps), metric: (P, T) or
     (P, T, R)}}`` as numpy arrays, t sorted ascending and containing 0 and 1.
     """
+    if strategy not in batching.TRACEABLE:
+        raise ValueError(f"measure_pairs batches inside jit: strategy must be one of {', '.join(batching.TRACEABLE)}, got {strategy!r}")
     strategy = batching.resolve(strategy)
     n_pairs = jax.tree.leaves(theta_a_P)[0].shape[0]
     kinds = tuple(settings.kinds)

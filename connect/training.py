@@ -45,11 +45,11 @@ def train(
     shape ``(S, steps)``. ``strategy="loop"`` runs the same jitted program once per
     seed from Python (the benchmark baseline).
     """
-    strategy = batching.resolve(strategy)
+    strategy = batching.resolve(strategy, cpu_default="vmap")
     keys_S = jnp.stack([jax.random.key_data(jax.random.key(int(s))) for s in seeds])
     args = (init_fn, loss_fn, optimizer, int(steps))
     if strategy == "loop":
-        outs = [_train_jit(*args, "vmap", keys_S[i : i + 1], x, y) for i in range(len(seeds))]
+        outs = [_train_jit(*args, "map", keys_S[i : i + 1], x, y) for i in range(len(seeds))]
         return jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
     return _train_jit(*args, strategy, keys_S, x, y)
 

@@ -15,3 +15,6 @@ import jax  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # Tests run in the dtype users get: float32 (x64 stays off).
 jax.config.update("jax_enable_x64", False)
+
+# The CLI keeps a persistent compilation cache in ~/.cache; tests leave the user's home alone.
+os.environ["CONNECT_JAX_CACHE"] = ""
