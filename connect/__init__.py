@@ -4,7 +4,21 @@ The public surface: models, data, optimizers, training, checkpoints, paths,
 alignment, barriers, spectra, constraint sets, the width sweep, plots.
 """
 
-from connect import alignment, barrier, batching, config, constraints, data, losses, measure, optimizers, paths, spectra, sweep, training
+from connect import (
+    alignment,
+    barrier,
+    batching,
+    config,
+    constraints,
+    data,
+    losses,
+    measure,
+    optimizers,
+    paths,
+    spectra,
+    sweep,
+    training,
+)
 from connect.alignment import align
 from connect.barrier import barrier as barrier_height
 from connect.barrier import max_barrier

@@ -44,8 +44,13 @@ def map_leading(fn: Callable, xs, strategy: str = "auto"):
         raise ValueError("strategy 'loop' runs from the host; inside jit use 'vmap' or 'map'")
     jitted = jax.jit(fn)
     n = jax.tree.leaves(xs)[0].shape[0]
-    outs = [jitted(jax.tree.map(lambda x: x[i], xs)) for i in range(n)]
+    outs = [jitted(take(xs, i)) for i in range(n)]
     return jax.tree.map(lambda *ys: jax.numpy.stack(ys), *outs)
+
+
+def take(tree, index):
+    """``x[index]`` for every array of a pytree (an int picks one member of a batch, a slice several)."""
+    return jax.tree.map(lambda x: x[index], tree)
 
 
 def enable_compilation_cache(path: str | None = None) -> str | None:

@@ -76,7 +76,7 @@ class WidthSweepConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def validate(self) -> "WidthSweepConfig":
+    def validate(self) -> WidthSweepConfig:
         """Raise :class:`UserError` naming the first impossible value."""
         if not self.widths:
             raise UserError("widths is empty: give at least one width, e.g. --widths 8 64")

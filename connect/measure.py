@@ -70,12 +70,12 @@ def _fit_pairs(kinds, optimizer, steps, t_samples, strategy, theta_a_P, theta_b_
 
     def one(args):
         a, b, key, kind_id = args
-        weight_fn = lambda t: jax.lax.switch(kind_id, [functools.partial(_path_weights, k) for k in kinds], t)  # noqa: E731
+        weight_fn = lambda t: jax.lax.switch(kind_id, [functools.partial(_path_weights, k) for k in kinds], t)
         return paths.fit(weight_fn, a, b, lambda p: loss(relu.apply(p, data.x_train), data.y_train),
                          optimizer, jax.random.wrap_key_data(key), n_free=N_NODES - 2, steps=steps, t_per_step=t_samples)
 
     n_pairs, n_kinds = keys_PL.shape[:2]
-    rep = lambda x: jnp.repeat(x, n_kinds, axis=0)  # noqa: E731  (pair-major: row p·L + l)
+    rep = lambda x: jnp.repeat(x, n_kinds, axis=0)  # pair-major: row p·L + l
     flat = (jax.tree.map(rep, theta_a_P), jax.tree.map(rep, theta_b_P), keys_PL.reshape((n_pairs * n_kinds,) + keys_PL.shape[2:]),
             jnp.tile(kind_ids, n_pairs))
     return batching.map_leading(one, flat, strategy)
@@ -129,7 +129,7 @@ def measure_pairs(
         fitted, obj = _fit_pairs(learned, path_optimizer, settings.steps, settings.t_samples, strategy,
                                  theta_a_P, theta_b_P, jax.random.key_data(keys), data)
         for i, kind in enumerate(learned):
-            nodes[kind] = jax.tree.map(lambda x: x[i :: len(learned)], fitted)
+            nodes[kind] = batching.take(fitted, slice(i, None, len(learned)))
             objective[kind] = np.asarray(obj[i :: len(learned)])
     # one evaluation over all kinds × pairs: Q = len(kinds)·P paths
     all_nodes = jax.tree.map(lambda *x: jnp.concatenate(x), *[nodes[k] for k in kinds])
@@ -196,7 +196,7 @@ def measure_raw_and_aligned(
 
     n = len(a_list)
     b_aligned = [alignment.align(a, b) for a, b in zip(a_list, b_list)]
-    stack = lambda ps: jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *ps)  # noqa: E731
+    stack = lambda ps: jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *ps)
     result = measure_pairs(stack(a_list + a_list), stack(list(b_list) + b_aligned), data, path_optimizer, lam, key, settings, strategy)
     rows = []
     for kind, curves in result.items():

@@ -162,7 +162,7 @@ def make(name: str, lr: float, weight_decay: float, matrices: Sequence[str] = ()
     return _build(name, float(lr), float(weight_decay), tuple(matrices))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(name: str, lr: float, weight_decay: float, matrices: tuple[str, ...]) -> optax.GradientTransformation:
     # one object per setting, so jitted programs taking the optimizer as static reuse their compilation
     return REGISTRY[name].build(lr, weight_decay, matrices)

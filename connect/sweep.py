@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from connect import checkpoints, data, losses, measure, optimizers, training
+from connect import batching, checkpoints, data, losses, measure, optimizers, training
 from connect.config import WidthSweepConfig
 from connect.errors import UserError
 from connect.io import write_json_atomic, write_text_atomic
@@ -41,7 +41,7 @@ SCALAR_COLUMNS = (
     "max_barrier_train", "max_barrier_test", "err_barrier_train", "err_barrier_test",
     "err_max_barrier_train", "err_max_barrier_test",
 )
-PATH_SEED = 20_260_5
+PATH_SEED = 202605  # root key of path learning; folded with width and group index
 
 
 def checkpoint_name(width: int, opt: str, seed: int) -> str:
@@ -93,7 +93,7 @@ def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: i
     model_cfg = relu.ReluConfig(dataset.d_in, width, cfg.bias)
     if all(checkpoints.is_complete(d) for d in dirs):
         loaded = [checkpoints.load_checkpoint(d) for d in dirs]
-        for d, (params, meta) in zip(dirs, loaded):
+        for d, (_, meta) in zip(dirs, loaded):
             if meta.get("model_config") != model_cfg.to_dict():
                 raise UserError(f"checkpoint {d} is for architecture {meta.get('model_config')}, expected {model_cfg.to_dict()}: pass a new --run-dir")
         return jax.tree.map(lambda *a: np.stack(a), *[p for p, _ in loaded])
@@ -115,7 +115,7 @@ def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: i
             "lr": cfg.lr_of(opt), "weight_decay": cfg.decay_of(opt), "seed": seed, "steps": cfg.steps,
             "task": dataset.task, "data": cfg.data_config().__dict__, "final_train_loss": float(final[i]),
         }
-        checkpoints.save_checkpoint(d, jax.tree.map(lambda a: a[i], params_S), meta)
+        checkpoints.save_checkpoint(d, batching.take(params_S, i), meta)
         every = max(1, cfg.steps // 100)
         lines.append(json.dumps({"event": "trained", "width": width, "optimizer": opt, "seed": seed,
                                  "final_train_loss": float(final[i]), "loss_every": every,
@@ -125,13 +125,13 @@ def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: i
     return params_S
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _init_fn(model_cfg: relu.ReluConfig):
     """``key -> params`` of one architecture; cached so repeated training reuses its compilation."""
     return functools.partial(relu.init, cfg=model_cfg)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _objective(task: str):
     """``(params, x, y) -> training loss`` of a task; cached like :func:`_init_fn`."""
     loss = losses.for_task(task)
@@ -162,7 +162,7 @@ def measured(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: 
             return json.load(f)
     params = {opt: trained(cfg, dataset, run_dir, width, opt) for opt in cfg.optimizers}
     seeds = cfg.seed_list()
-    pick = lambda opt, s: jax.tree.map(lambda a: a[seeds.index(s)], params[opt])  # noqa: E731
+    pick = lambda opt, s: batching.take(params[opt], seeds.index(s))
     groups: dict[str, list] = {}
     for (oa, sa), (ob, sb) in pair_list(cfg):
         groups.setdefault(path_optimizer_of(cfg, oa, ob), []).append(((oa, sa), (ob, sb)))
