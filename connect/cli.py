@@ -91,7 +91,7 @@ def cmd_barrier(args: argparse.Namespace) -> int:
 
     result = pair.measure_checkpoints(
         args.ckpt_a, args.ckpt_b, data_path=args.data, path_optimizer=args.path_optimizer,
-        weight_decay=args.weight_decay, lr=args.lr, paths=args.paths, path_steps=args.path_steps,
+        weight_decay=args.weight_decay, lr=args.lr, kinds=args.paths, path_steps=args.path_steps,
         t_points=args.t_points, refine=args.refine, seed=args.seed,
     )
     print(f"{'path':<11}{'alignment':<10}{'barrier_train':>14}{'barrier_test':>14}{'max_barrier_train':>19}")

@@ -93,7 +93,8 @@ def _eval_paths(strategy, nodes_QK, w_QTK, ts_QT, data, lam):
 
 
 def _weights_table(kind: str, ts_T: np.ndarray) -> np.ndarray:
-    return np.stack([np.asarray(_path_weights(kind, t)) for t in ts_T])
+    """Node weights of ``kind`` at every t, shape ``(T, N_NODES)``."""
+    return np.asarray(jax.vmap(functools.partial(_path_weights, kind))(jnp.asarray(ts_T, jnp.float32)))
 
 
 def measure_pairs(

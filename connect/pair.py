@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-from connect import checkpoints, data, measure, optimizers
+from connect import checkpoints, data, measure, optimizers, paths
 from connect.errors import UserError
 from connect.models import relu
 
@@ -26,7 +26,7 @@ def measure_checkpoints(
     path_optimizer: str | None = None,
     weight_decay: float | None = None,
     lr: float | None = None,
-    paths: tuple = ("linear", "bezier", "polychain"),
+    kinds: tuple = ("linear", "bezier", "polychain"),
     path_steps: int = 400,
     t_points: int = 11,
     refine: int = 0,
@@ -55,12 +55,12 @@ def measure_checkpoints(
     if path_optimizer is None:
         path_optimizer = meta_a.get("optimizer") if meta_a.get("optimizer") == meta_b.get("optimizer") else "adamw"
     lr = optimizers.spec(path_optimizer).default_lr if lr is None else lr
-    for kind in paths:
-        if kind not in measure.paths.KINDS:
-            raise UserError(f"unknown path kind {kind!r}: use one of {', '.join(measure.paths.KINDS)}")
+    for kind in kinds:
+        if kind not in paths.KINDS:
+            raise UserError(f"unknown path kind {kind!r}: use one of {', '.join(paths.KINDS)}")
     if path_steps < 1 or t_points < 2 or refine < 0:
         raise UserError("need --path-steps ≥ 1, --t-points ≥ 2 and --refine ≥ 0")
-    settings = measure.PathSettings(tuple(paths), path_steps, 4, t_points, refine)
+    settings = measure.PathSettings(tuple(kinds), path_steps, 4, t_points, refine)
     rows = measure.measure_raw_and_aligned(
         [params_a], [params_b], dataset, optimizers.make(path_optimizer, lr, lam, relu.MUON_MATRICES),
         lam, jax.random.key(seed), settings, strategy,

@@ -28,11 +28,6 @@ from scipy.special import comb
 KINDS = ("linear", "bezier", "polychain")
 
 
-def lerp(t, a, b):
-    """``(1 − t)·a + t·b`` leafwise."""
-    return jax.tree.map(lambda x, y: (1 - t) * x + t * y, a, b)
-
-
 def weights(kind: str, n_nodes: int, t: jax.Array) -> jax.Array:
     """The node weights ``w_k(t)``, shape ``(K,)``; they sum to 1."""
     t = jnp.asarray(t, dtype=jnp.float32)
