@@ -30,7 +30,7 @@ def test_linear_curve_matches_direct_forward_pass(measured):
     lin = out["linear"]
     for p in range(len(a)):
         for t, loss in zip(lin["t"][p], lin["loss_train"][p]):
-            theta = jax.tree.map(lambda x, y: (1 - t) * x + t * y, a[p], b[p])
+            theta = {k: (1 - t) * a[p][k] + t * b[p][k] for k in a[p]}
             direct = float(losses.mse(relu.apply(theta, DATA.x_train), DATA.y_train))
             np.testing.assert_allclose(loss, direct, rtol=2e-5, atol=1e-6)
         np.testing.assert_allclose(lin["singular_values"][p][0], np.linalg.svd(np.asarray(a[p]["W"]), compute_uv=False), rtol=1e-5)
