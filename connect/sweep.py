@@ -4,7 +4,7 @@ same-width pair by paths, measure them, write a self-describing run directory.
 Run directory layout::
 
     RUN/config.json             the full WidthSweepConfig (a rerun must match it)
-    RUN/metrics.jsonl           one line per trained network (final loss, loss curve)
+    RUN/metrics.jsonl           one line per trained network (final loss, loss curve), never twice
     RUN/checkpoints/w0008_adamw_s0/   orbax params + metadata.json (see connect.checkpoints)
     RUN/pairs/w0008.json        every measured pair of one width, curves included
     RUN/results.json|.csv       one row per pair × path × alignment (csv: scalars only)
@@ -96,33 +96,54 @@ def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: i
         for d, (_, meta) in zip(dirs, loaded):
             if meta.get("model_config") != model_cfg.to_dict():
                 raise UserError(f"checkpoint {d} is for architecture {meta.get('model_config')}, expected {model_cfg.to_dict()}: pass a new --run-dir")
+        _log_trained(run_dir, [meta for _, meta in loaded])
         return jax.tree.map(lambda *a: np.stack(a), *[p for p, _ in loaded])
-    loss = losses.for_task(dataset.task)
+    objective = _objective(dataset.task)
     params_S, loss_ST = training.train(
-        _init_fn(model_cfg),
-        _objective(dataset.task),
+        _init_fn(model_cfg), objective,
         optimizers.make(opt, cfg.lr_of(opt), cfg.decay_of(opt), relu.MUON_MATRICES),
         seeds, dataset.x_train, dataset.y_train, cfg.steps, cfg.strategy,
     )
     params_S, loss_ST = jax.device_get(params_S), np.asarray(loss_ST)
-    final = np.asarray(jax.vmap(lambda p: loss(relu.apply(p, dataset.x_train), dataset.y_train))(params_S))
+    final = np.asarray(jax.vmap(objective, in_axes=(0, None, None))(params_S, dataset.x_train, dataset.y_train))
     if not np.all(np.isfinite(final)):
         raise UserError(f"training {opt} at width {width} diverged (loss {final}): lower its learning rate with --lr {opt}=...")
-    lines = []
+    every = max(1, cfg.steps // 100)
+    metas = []
     for i, (seed, d) in enumerate(zip(seeds, dirs)):
         meta = {
             "model": "relu", "model_config": model_cfg.to_dict(), "optimizer": opt,
             "lr": cfg.lr_of(opt), "weight_decay": cfg.decay_of(opt), "seed": seed, "steps": cfg.steps,
             "task": dataset.task, "data": cfg.data_config().__dict__, "final_train_loss": float(final[i]),
+            "loss_every": every, "loss_curve": loss_ST[i, ::every].tolist(),
         }
         checkpoints.save_checkpoint(d, batching.take(params_S, i), meta)
-        every = max(1, cfg.steps // 100)
-        lines.append(json.dumps({"event": "trained", "width": width, "optimizer": opt, "seed": seed,
-                                 "final_train_loss": float(final[i]), "loss_every": every,
-                                 "loss_curve": loss_ST[i, ::every].tolist()}))
-    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
-        f.write("\n".join(lines) + "\n")
+        metas.append(meta)
+    _log_trained(run_dir, metas)
     return params_S
+
+
+def _log_trained(run_dir: str, metas: list[dict]) -> None:
+    """Append a ``trained`` line to ``metrics.jsonl`` for every checkpoint not logged yet, so the
+    log is complete and free of duplicates however often the sweep was interrupted."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    logged, text = set(), ""
+    if os.path.isfile(path):
+        with open(path) as f:
+            text = f.read()
+            for line in text.splitlines():
+                try:
+                    e = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a kill
+                    continue
+                logged.add((e.get("width"), e.get("optimizer"), e.get("seed")))
+    lines = [json.dumps({"event": "trained", "width": m["model_config"]["width"], "optimizer": m["optimizer"], "seed": m["seed"],
+                         "final_train_loss": m["final_train_loss"], "loss_every": m.get("loss_every"),
+                         "loss_curve": m.get("loss_curve")})
+             for m in metas if (m["model_config"]["width"], m["optimizer"], m["seed"]) not in logged]
+    if lines:
+        with open(path, "a") as f:
+            f.write(("\n" if text and not text.endswith("\n") else "") + "\n".join(lines) + "\n")
 
 
 @functools.cache

@@ -110,6 +110,10 @@ def test_killed_and_resumed_sweep_gives_the_same_results(full_run, tmp_path, mon
     for name in ("results.json", "results.csv"):
         with open(os.path.join(run_dir_full, name)) as f1, open(os.path.join(run_dir, name)) as f2:
             assert f1.read() == f2.read(), name
+    # the training log lost nothing and holds no network twice
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        keys = [(e["width"], e["optimizer"], e["seed"]) for e in map(json.loads, f)]
+    assert sorted(keys) == sorted({(w, o, s) for w in (2, 8) for o in ("adamw", "muon") for s in (0, 1)})
 
 
 def test_rerun_with_other_config_is_refused(full_run):
