@@ -14,6 +14,7 @@ adamw      Adam, decoupled decay                             ℓ∞ 1/λ
 lion       ``sign(β₁m + (1−β₁)g)`` (Chen et al. 2023)        ℓ∞ 1/λ
 signsgd    ``sign(g)``                                       ℓ∞ 1/λ
 muon       matrices: ``s·NS(nesterov momentum)``; rest AdamW  ‖W‖₂ ≤ s/λ
+muon_exact as muon, with the exact ``msign = U Vᵀ`` (SVD)      ‖W‖₂ ≤ s/λ
 =========  ================================================  ==========
 
 Muon's split is explicit: the caller names which arrays are matrices (the model
@@ -60,13 +61,23 @@ def orthogonalize(g: jax.Array, ns_steps: int = 5, polish_steps: int = 4) -> jax
     return mT(x) if transpose else x
 
 
+def msign(g: jax.Array) -> jax.Array:
+    """The exact polar factor ``msign(G) = U Vᵀ`` of ``G = U Σ Vᵀ`` (by SVD), over the last two
+    axes: the direction Muon approximates (Chen, Li & Liu, arXiv 2506.15054). For theory checks,
+    where the Muon ball ``‖W‖₂ ≤ s/λ`` must hold to round-off."""
+    u, _, vt = jnp.linalg.svd(g, full_matrices=False)
+    return u @ vt
+
+
 class MuonState(NamedTuple):
     momentum: optax.Updates
 
 
-def scale_by_muon(beta: float = 0.95, ns_steps: int = 5, polish_steps: int = 4) -> optax.GradientTransformation:
+def scale_by_muon(beta: float = 0.95, ns_steps: int = 5, polish_steps: int = 4, exact: bool = False) -> optax.GradientTransformation:
     """Muon's direction for matrices: Nesterov momentum, then ``s · orthogonalize(·)``
-    with ``s = sqrt(max(1, fan_out/fan_in))`` (Jordan et al. 2024)."""
+    with ``s = sqrt(max(1, fan_out/fan_in))`` (Jordan et al. 2024); ``exact=True`` uses
+    :func:`msign` (SVD) instead of Newton–Schulz."""
+    direction = msign if exact else (lambda u: orthogonalize(u, ns_steps, polish_steps))
 
     def init_fn(params):
         return MuonState(jax.tree.map(jnp.zeros_like, params))
@@ -76,7 +87,7 @@ def scale_by_muon(beta: float = 0.95, ns_steps: int = 5, polish_steps: int = 4) 
         mom = jax.tree.map(lambda m, g: beta * m + g, state.momentum, updates)
         nesterov = jax.tree.map(lambda m, g: g + beta * m, mom, updates)
         out = jax.tree.map(
-            lambda u: muon_shape_factor(u.shape) * orthogonalize(u, ns_steps, polish_steps), nesterov
+            lambda u: muon_shape_factor(u.shape) * direction(u), nesterov
         )
         return out, MuonState(mom)
 
@@ -111,7 +122,7 @@ def _signsgd(lr, wd, matrices):
     return _decoupled(optax.scale_by_sign(), lr, wd)
 
 
-def _muon(lr, wd, matrices):
+def _muon(lr, wd, matrices, exact=False):
     if not matrices:
         raise UserError("muon needs the names of the matrices it orthogonalises (the model's MUON_MATRICES)")
 
@@ -119,8 +130,12 @@ def _muon(lr, wd, matrices):
         return {k: ("muon" if k in matrices else "adamw") for k in params}
 
     return optax.multi_transform(
-        {"muon": _decoupled(scale_by_muon(), lr, wd), "adamw": _adamw(lr, wd, matrices)}, labels
+        {"muon": _decoupled(scale_by_muon(exact=exact), lr, wd), "adamw": _adamw(lr, wd, matrices)}, labels
     )
+
+
+def _muon_exact(lr, wd, matrices):
+    return _muon(lr, wd, matrices, exact=True)
 
 
 class OptimizerSpec(NamedTuple):
@@ -138,6 +153,7 @@ REGISTRY: dict[str, OptimizerSpec] = {
     "lion": OptimizerSpec(_lion, "linf", 0.003, "Lion (β=0.9, 0.99), decoupled decay: ℓ∞ ball 1/λ"),
     "signsgd": OptimizerSpec(_signsgd, "linf", 0.003, "sign descent, decoupled decay: ℓ∞ ball 1/λ"),
     "muon": OptimizerSpec(_muon, "muon", 0.01, "Newton–Schulz orthogonalised momentum on matrices, AdamW elsewhere: spectral ball s/λ"),
+    "muon_exact": OptimizerSpec(_muon_exact, "muon", 0.01, "Muon with the exact msign U Vᵀ (SVD) for theory checks: spectral ball s/λ to round-off"),
 }
 
 
