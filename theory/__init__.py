@@ -1,0 +1,6 @@
+"""Executable claims of the two-layer ReLU theory (``../shared/THEORY.md``).
+
+Each claim is a function that states itself in its docstring and returns a
+:class:`theory.claims.ClaimResult` (numbers, PASS/FAIL, tolerance). Work in float64
+(``jax.experimental.enable_x64``), as THEORY.md asks.
+"""
