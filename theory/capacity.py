@@ -14,7 +14,7 @@ the box's capacity grows like m, the hybrid's like √m and Muon-full's not at a
 §D, "disjoint vs overlapping regions"). With Keller Jordan's shape factor, however, the
 Muon radius ``r_W = s/λ = √(max(1, m/d))/λ`` grows with the width m of a tall W, and so
 does Muon-full's capacity (like √m): the "never reaches zero loss at any width" argument
-needs a width-independent radius (s = 1, or the 0.2·√max(m, n) convention rescaled).
+needs a width-independent radius (s = 1); the "consistent RMS" factor 0.2·√max(m, d) grows too.
 """
 
 from __future__ import annotations
