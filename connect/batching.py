@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import numpy as np
 
 STRATEGIES = ("auto", "vmap", "map", "loop")
 #: Strategies usable inside a jitted program (``loop`` is a host-side baseline only).
@@ -51,6 +52,11 @@ def map_leading(fn: Callable, xs, strategy: str = "auto"):
 def take(tree, index):
     """``x[index]`` for every array of a pytree (an int picks one member of a batch, a slice several)."""
     return jax.tree.map(lambda x: x[index], tree)
+
+
+def stack(trees):
+    """The pytrees of a list stacked on a new leading axis (the inverse of :func:`take`), as numpy."""
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
 def enable_compilation_cache(path: str | None = None) -> str | None:

@@ -197,8 +197,8 @@ def measure_raw_and_aligned(
 
     n = len(a_list)
     b_aligned = [alignment.align(a, b) for a, b in zip(a_list, b_list)]
-    stack = lambda ps: jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *ps)
-    result = measure_pairs(stack(a_list + a_list), stack(list(b_list) + b_aligned), data, path_optimizer, lam, key, settings, strategy)
+    result = measure_pairs(batching.stack(a_list + a_list), batching.stack(list(b_list) + b_aligned), data,
+                           path_optimizer, lam, key, settings, strategy)
     rows = []
     for kind, curves in result.items():
         for p, row_barriers in enumerate(barriers(curves)):
