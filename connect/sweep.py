@@ -53,15 +53,20 @@ def run(cfg: WidthSweepConfig, run_dir: str, progress: bool = True) -> list[dict
     cfg.validate()
     dataset = data.make(cfg.data_config())
     _claim_run_dir(run_dir, cfg)
-    stages = [(w, opt) for w in cfg.widths for opt in [*cfg.optimizers, None]]
-    bar = tqdm(stages, desc="width sweep", disable=not progress, unit="stage")
-    for width, opt in bar:
-        if opt is not None:
+    bar = tqdm(total=len(cfg.widths) * (len(cfg.optimizers) + 1), desc="width sweep", disable=not progress, unit="stage")
+    for width in cfg.widths:
+        if os.path.isfile(_pairs_path(run_dir, width)):  # this width is finished
+            bar.update(len(cfg.optimizers) + 1)
+            continue
+        params = {}
+        for opt in cfg.optimizers:
             bar.set_postfix_str(f"train m={width} {opt}")
-            trained(cfg, dataset, run_dir, width, opt)
-        else:
-            bar.set_postfix_str(f"paths m={width}")
-            measured(cfg, dataset, run_dir, width)
+            params[opt] = trained(cfg, dataset, run_dir, width, opt)
+            bar.update()
+        bar.set_postfix_str(f"paths m={width}")
+        measured(cfg, dataset, run_dir, width, params)
+        bar.update()
+    bar.close()
     rows = collect(cfg, run_dir)
     write_results(run_dir, rows)
     from connect import plots  # matplotlib only when drawing
@@ -97,7 +102,7 @@ def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: i
             if meta.get("model_config") != model_cfg.to_dict():
                 raise UserError(f"checkpoint {d} is for architecture {meta.get('model_config')}, expected {model_cfg.to_dict()}: pass a new --run-dir")
         _log_trained(run_dir, [meta for _, meta in loaded])
-        return jax.tree.map(lambda *a: np.stack(a), *[p for p, _ in loaded])
+        return batching.stack([p for p, _ in loaded])
     objective = _objective(dataset.task)
     params_S, loss_ST = training.train(
         _init_fn(model_cfg), objective,
@@ -175,13 +180,17 @@ def path_optimizer_of(cfg: WidthSweepConfig, opt_a: str, opt_b: str) -> str:
     return opt_a if opt_a == opt_b else cfg.cross_path_optimizer
 
 
-def measured(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: int) -> list[dict]:
-    """Rows of every pair × path × alignment at one width (loaded from ``pairs/`` if saved)."""
-    out_path = os.path.join(run_dir, "pairs", f"w{width:04d}.json")
+def _pairs_path(run_dir: str, width: int) -> str:
+    return os.path.join(run_dir, "pairs", f"w{width:04d}.json")
+
+
+def measured(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: int, params: dict) -> list[dict]:
+    """Rows of every pair × path × alignment at one width, from ``params[opt]`` (seeds stacked,
+    as :func:`trained` returns them); loaded from ``pairs/`` if already saved."""
+    out_path = _pairs_path(run_dir, width)
     if os.path.isfile(out_path):
         with open(out_path) as f:
             return json.load(f)
-    params = {opt: trained(cfg, dataset, run_dir, width, opt) for opt in cfg.optimizers}
     seeds = cfg.seed_list()
     pick = lambda opt, s: batching.take(params[opt], seeds.index(s))
     groups: dict[str, list] = {}
@@ -216,7 +225,7 @@ def _row_order(cfg: WidthSweepConfig):
 def collect(cfg: WidthSweepConfig, run_dir: str) -> list[dict]:
     rows = []
     for width in cfg.widths:
-        with open(os.path.join(run_dir, "pairs", f"w{width:04d}.json")) as f:
+        with open(_pairs_path(run_dir, width)) as f:
             rows.extend(json.load(f))
     return rows
 

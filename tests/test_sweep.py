@@ -92,10 +92,10 @@ def test_killed_and_resumed_sweep_gives_the_same_results(full_run, tmp_path, mon
     # Kill 2: while measuring the second width's pairs.
     real_measured = sweep.measured
 
-    def dying_measured(cfg, dataset, rd, width):
+    def dying_measured(cfg, dataset, rd, width, params):
         if width == 8:
             raise KeyboardInterrupt
-        return real_measured(cfg, dataset, rd, width)
+        return real_measured(cfg, dataset, rd, width, params)
 
     monkeypatch.setattr(sweep, "measured", dying_measured)
     with pytest.raises(KeyboardInterrupt):
