@@ -59,10 +59,7 @@ def sweep_config(args: argparse.Namespace):
     for key in ("lr", "weight_decay_by"):
         if key in cli:
             cli[key] = {**values.get(key, {}), **_parse_named(cli[key], key)}
-    cfg = config.from_dict(values, source)
-    for key, val in cli.items():
-        setattr(cfg, key, config._coerce(key, val, "command line"))
-    return cfg.validate()
+    return config.from_dict(cli, "command line", base=config.from_dict(values, source)).validate()
 
 
 def cmd_width_sweep(args: argparse.Namespace) -> int:

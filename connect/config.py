@@ -122,9 +122,10 @@ class WidthSweepConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(WidthSweepConfig)}
 
 
-def from_dict(values: dict[str, Any], source: str = "config") -> WidthSweepConfig:
-    """A config from defaults overridden by ``values``; unknown keys and wrong types are user errors."""
-    cfg = WidthSweepConfig()
+def from_dict(values: dict[str, Any], source: str = "config", base: WidthSweepConfig | None = None) -> WidthSweepConfig:
+    """``base`` (default: the defaults) overridden by ``values``; unknown keys and wrong types
+    are user errors naming ``source``."""
+    cfg = dataclasses.replace(base) if base is not None else WidthSweepConfig()
     for key, val in values.items():
         key = key.replace("-", "_")
         if key not in FIELDS:
