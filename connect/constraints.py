@@ -156,7 +156,8 @@ class ConstraintSet(NamedTuple):
           ``(Σ t_j‖w_j‖²)(Σ a_j²/t_j) ≥ (Σ |a_j|‖w_j‖₂)²`` with equality at
           ``t_j = |a_j|/‖w_j‖``, so ``orbit ⇔ Σ_j |a_j|‖w_j‖₂ ≤ r²``.
         * ``muon_full``: needs a small SDP (∃ t ≥ 0, Σ t_j ≤ r², Σ v_j v_jᵀ/t_j ⪯ r_W² I);
-          not implemented (``NotImplementedError``), nor ``l2`` with a bias.
+          solved in :func:`theory.orbits.muon_full_orbit_relative` (cvxpy), not here
+          (``NotImplementedError``); nor ``l2`` with a bias.
         """
         self._check_orbit(params)
         if self._free:
@@ -215,7 +216,7 @@ class ConstraintSet(NamedTuple):
         if self.kind == "muon_full":
             raise NotImplementedError(
                 "orbit membership for 'muon_full' is a small SDP (∃ t ≥ 0, Σ t_j ≤ r², "
-                "Σ v_j v_jᵀ/t_j ⪯ r_W² I, THEORY.md §B); no closed form is implemented"
+                "Σ v_j v_jᵀ/t_j ⪯ r_W² I, THEORY.md §B) with no closed form: use theory.orbits.muon_full_orbit_relative"
             )
         if self.kind == "muon" and tuple(self.matrices) != ("W",):
             raise ValueError(f"orbit membership for 'muon' expects matrices=('W',), got {self.matrices}")
