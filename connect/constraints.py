@@ -239,3 +239,28 @@ def muon_relative(params: dict, lam: float, matrices: Sequence[str]) -> jax.Arra
     """``max_W λ · ‖W‖₂ / s(W)`` over the named matrices (the Muon ball is ``≤ 1``)."""
     vals = [lam * jnp.linalg.norm(params[k], ord=2) / muon_shape_factor(params[k].shape) for k in matrices]
     return jnp.max(jnp.stack(vals))
+
+
+def project_simplex_magnitudes(x: jax.Array, r: float) -> jax.Array:
+    """Euclidean projection of ``x`` onto the ℓ₁ ball ``{‖x‖₁ ≤ r}`` (the Lion-K set of
+    ``K = ‖·‖∞``): ``sign(x)·max(|x| − θ, 0)`` with the threshold θ of Duchi, Shalev-Shwartz,
+    Singer & Chandra 2008 ("Efficient projections onto the ℓ1-ball", Fig. 1): sort
+    ``u = |x|`` decreasingly, ``ρ = max{j : u_j − (Σ_{i≤j} u_i − r)/j > 0}``,
+    ``θ = (Σ_{i≤ρ} u_i − r)/ρ``; ``x`` itself when already inside."""
+    flat = jnp.ravel(x)
+    u = jnp.sort(jnp.abs(flat))[::-1]
+    css = jnp.cumsum(u)
+    j = jnp.arange(1, u.size + 1, dtype=u.dtype)
+    rho = jnp.max(jnp.where(u - (css - r) / j > 0, j, 1.0))
+    theta = (jnp.take(css, rho.astype(jnp.int32) - 1) - r) / rho
+    out = jnp.sign(flat) * jnp.maximum(jnp.abs(flat) - theta, 0.0)
+    return jnp.where(jnp.sum(jnp.abs(flat)) <= r, flat, out).reshape(x.shape)
+
+
+def project_nuclear(w: jax.Array, r: float) -> jax.Array:
+    """Euclidean projection of a matrix onto the nuclear-norm ball ``{‖W‖_* ≤ r}`` (the set of
+    Lion-K with ``K = ‖·‖₂``, dual of Muon's): ``U·diag(P_{ℓ₁}(σ))·Vᵀ`` — the singular values
+    projected onto the ℓ₁ ball (:func:`project_simplex_magnitudes`), the singular vectors kept
+    (von Neumann's trace inequality makes the problem separable in σ)."""
+    u, sv, vt = jnp.linalg.svd(w, full_matrices=False)
+    return (u * project_simplex_magnitudes(sv, r)[None, :]) @ vt

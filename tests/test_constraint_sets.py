@@ -309,3 +309,25 @@ def test_orbit_not_implemented_cases():
         _cset("l2").rescale_into(p)
     with pytest.raises(ValueError, match="two-layer"):
         _cset("linf").in_orbit({"W": p["W"], "x": p["a"]})
+
+
+@pytest.mark.parametrize("r", [0.3, 1.0, 100.0])
+def test_l1_and_nuclear_projections_match_a_convex_solver(r):
+    cp = pytest.importorskip("cvxpy")
+    from connect.constraints import project_nuclear, project_simplex_magnitudes
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=7)
+    y = cp.Variable(7)
+    cp.Problem(cp.Minimize(cp.sum_squares(y - x)), [cp.norm1(y) <= r]).solve(solver=cp.CLARABEL)
+    got = np.asarray(project_simplex_magnitudes(jnp.asarray(x, dtype=jnp.float32), r))
+    np.testing.assert_allclose(got, y.value, atol=2e-5)
+    assert np.sum(np.abs(got)) <= r * (1 + 1e-5)
+
+    w = rng.normal(size=(4, 3))
+    z = cp.Variable((4, 3))
+    cp.Problem(cp.Minimize(cp.sum_squares(z - w)), [cp.normNuc(z) <= r]).solve(solver=cp.CLARABEL)
+    pw = np.asarray(project_nuclear(jnp.asarray(w, dtype=jnp.float32), r))
+    np.testing.assert_allclose(pw, z.value, atol=1e-4)
+    # idempotent
+    np.testing.assert_allclose(np.asarray(project_nuclear(jnp.asarray(pw), r)), pw, atol=1e-5)
