@@ -1,0 +1,216 @@
+"""GPT-2 (Radford et al. 2019) with exactly Hugging Face ``GPT2LMHeadModel``'s eval-mode arithmetic.
+
+For tokens ``t_1..t_T`` (Vaswani et al. 2017, with GPT-2's pre-LayerNorm and final LayerNorm)::
+
+    x⁰_i   = wte[t_i] + wpe[i]                                   learned positions
+    a      = x^l + Attn(LN_1(x^l)),   x^{l+1} = a + MLP(LN_2(a))   for l = 0..L−1
+    logits = LN_f(x^L) · Wᵀ,   W = wte (tied) or lm_head (untied)
+
+    LN(x)    = (x − mean x) / sqrt(var x + ε) · scale + bias      biased variance, ε = 1e-5
+    MLP(x)   = gelu_new(x W_fc + b_fc) W_proj + b_proj
+    gelu_new(x) = ½ x (1 + tanh(√(2/π) (x + 0.044715 x³)))       (Hendrycks & Gimpel 2016, tanh form)
+    Attn(x)  = concat_n softmax(q_n k_nᵀ / √d_h + causal mask) v_n · W_o + b_o,
+               [q | k | v] = x W_qkv + b_qkv,  d_h = D / n_head
+
+Parameters are a plain dict pytree; the per-layer arrays are stacked on a leading axis ``L``
+so that :func:`apply` runs the blocks with ``lax.scan``. Kernels are stored ``(in, out)``
+like Hugging Face's ``Conv1D``, so every layer computes ``x @ kernel + bias``::
+
+    {"wte": (V, D), "wpe": (P, D),
+     "h": {"ln_1": {"scale": (L, D), "bias": (L, D)},
+           "attn": {"c_attn": {"kernel": (L, D, 3D), "bias": (L, 3D)},   # q | k | v on the last axis
+                    "c_proj": {"kernel": (L, D, D),  "bias": (L, D)}},
+           "ln_2": {"scale": (L, D), "bias": (L, D)},
+           "mlp":  {"c_fc":   {"kernel": (L, D, F), "bias": (L, F)},
+                    "c_proj": {"kernel": (L, F, D), "bias": (L, D)}}},
+     "ln_f": {"scale": (D,), "bias": (D,)},
+     "lm_head": (V, D)}          # only when tie_word_embeddings is False
+
+:mod:`connect.huggingface` converts this pytree to and from Hugging Face checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from connect.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class GPT2Config:
+    """Architecture of a GPT-2; stored in every checkpoint (``F = n_inner`` is the MLP width)."""
+
+    vocab_size: int
+    n_positions: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_inner: int
+    tie_word_embeddings: bool = True
+    layer_norm_epsilon: float = 1e-5
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+#: Named configurations. ``seed-paper`` is the model of Zhang et al., "Optimizer-Induced Mode
+#: Connectivity" (arXiv 2605.09991), §5; ``gpt2`` is the 124M model of Radford et al. 2019.
+CONFIGS: dict[str, GPT2Config] = {
+    "tiny": GPT2Config(vocab_size=256, n_positions=64, n_embd=64, n_layer=2, n_head=4, n_inner=256,
+                       tie_word_embeddings=False),
+    "seed-paper": GPT2Config(vocab_size=50257, n_positions=256, n_embd=256, n_layer=6, n_head=4, n_inner=1024,
+                             tie_word_embeddings=False),
+    "gpt2": GPT2Config(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12, n_inner=3072,
+                       tie_word_embeddings=True),
+}
+
+#: Leaf path -> number of matrices fused along the LAST axis, for Muon (the fused QKV kernel is
+#: orthogonalised as three ``D x D`` matrices). Every other leaf goes to AdamW.
+MUON_MATRICES: dict[tuple[str, ...], int] = {
+    ("h", "attn", "c_attn", "kernel"): 3,
+    ("h", "attn", "c_proj", "kernel"): 1,
+    ("h", "mlp", "c_fc", "kernel"): 1,
+    ("h", "mlp", "c_proj", "kernel"): 1,
+}
+
+#: Standard deviation of the normal init (GPT-2 / nanoGPT / Hugging Face ``initializer_range``).
+INIT_STD = 0.02
+
+
+def config(name_or_cfg: str | GPT2Config, **overrides) -> GPT2Config:
+    """A :class:`GPT2Config` by name (see :data:`CONFIGS`) or as given, with fields overridden and checked."""
+    if isinstance(name_or_cfg, GPT2Config):
+        cfg = name_or_cfg
+    elif name_or_cfg in CONFIGS:
+        cfg = CONFIGS[name_or_cfg]
+    else:
+        raise UserError(f"unknown GPT-2 config {name_or_cfg!r}: use one of {', '.join(sorted(CONFIGS))}")
+    fields = {f.name for f in dataclasses.fields(GPT2Config)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise UserError(f"unknown GPT-2 config field(s) {', '.join(unknown)}: use fields among {', '.join(sorted(fields))}")
+    cfg = dataclasses.replace(cfg, **overrides)
+    for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"GPT-2 config {name}={value!r} is invalid: use a positive integer")
+    if cfg.n_embd % cfg.n_head:
+        raise UserError(f"GPT-2 config n_embd={cfg.n_embd} is not divisible by n_head={cfg.n_head}: "
+                        "choose n_head dividing n_embd")
+    if not cfg.layer_norm_epsilon > 0:
+        raise UserError(f"GPT-2 config layer_norm_epsilon={cfg.layer_norm_epsilon!r} is invalid: use a positive number")
+    return cfg
+
+
+def init(key: jax.Array, cfg: GPT2Config) -> dict:
+    """GPT-2 init (Radford et al. 2019, §2.3; as nanoGPT and Hugging Face).
+
+    ``wte``, ``wpe``, ``lm_head`` and kernels ~ N(0, 0.02²); the residual projections
+    (``attn.c_proj``, ``mlp.c_proj``) ~ N(0, (0.02/√(2L))²) so the residual stream's variance does
+    not grow with depth; biases 0; LayerNorm scale 1 and bias 0.
+    """
+    V, P, D, L, F = cfg.vocab_size, cfg.n_positions, cfg.n_embd, cfg.n_layer, cfg.n_inner
+    k_wte, k_wpe, k_qkv, k_o, k_fc, k_proj, k_head = jax.random.split(key, 7)
+    proj_std = INIT_STD / math.sqrt(2 * L)
+
+    def normal(k, shape, std):
+        return std * jax.random.normal(k, shape, jnp.float32)
+
+    def layer_norm(*lead):
+        return {"scale": jnp.ones((*lead, D), jnp.float32), "bias": jnp.zeros((*lead, D), jnp.float32)}
+
+    params = {
+        "wte": normal(k_wte, (V, D), INIT_STD),
+        "wpe": normal(k_wpe, (P, D), INIT_STD),
+        "h": {
+            "ln_1": layer_norm(L),
+            "attn": {
+                "c_attn": {"kernel": normal(k_qkv, (L, D, 3 * D), INIT_STD), "bias": jnp.zeros((L, 3 * D), jnp.float32)},
+                "c_proj": {"kernel": normal(k_o, (L, D, D), proj_std), "bias": jnp.zeros((L, D), jnp.float32)},
+            },
+            "ln_2": layer_norm(L),
+            "mlp": {
+                "c_fc": {"kernel": normal(k_fc, (L, D, F), INIT_STD), "bias": jnp.zeros((L, F), jnp.float32)},
+                "c_proj": {"kernel": normal(k_proj, (L, F, D), proj_std), "bias": jnp.zeros((L, D), jnp.float32)},
+            },
+        },
+        "ln_f": layer_norm(),
+    }
+    if not cfg.tie_word_embeddings:
+        params["lm_head"] = normal(k_head, (V, D), INIT_STD)
+    return params
+
+
+def apply(params: dict, tokens_BxT: jax.Array, cfg: GPT2Config, *, compute_dtype=jnp.float32) -> jax.Array:
+    """Next-token logits, float32 ``(B, T, V)``; position ``i`` sees tokens ``≤ i`` only.
+
+    With ``compute_dtype=bfloat16`` the matmul operands (params and activations) are cast to
+    bf16; the residual stream, LayerNorm statistics, softmax and logits stay float32.
+    """
+    B, T = tokens_BxT.shape
+    if T > cfg.n_positions:
+        raise UserError(f"sequence length {T} exceeds the model's context n_positions={cfg.n_positions}: "
+                        f"use a context of at most {cfg.n_positions} tokens")
+    x_BxTxD = params["wte"][tokens_BxT] + params["wpe"][None, :T, :]
+
+    def block(x_BxTxD, layer):
+        h_BxTxD = _layer_norm(x_BxTxD, layer["ln_1"], cfg.layer_norm_epsilon)
+        x_BxTxD = x_BxTxD + _attention(h_BxTxD, layer["attn"], cfg.n_head, compute_dtype)
+        h_BxTxD = _layer_norm(x_BxTxD, layer["ln_2"], cfg.layer_norm_epsilon)
+        x_BxTxD = x_BxTxD + _mlp(h_BxTxD, layer["mlp"], compute_dtype)
+        return x_BxTxD, None
+
+    x_BxTxD, _ = jax.lax.scan(block, x_BxTxD, params["h"])
+    x_BxTxD = _layer_norm(x_BxTxD, params["ln_f"], cfg.layer_norm_epsilon)
+    head_VxD = params["wte"] if cfg.tie_word_embeddings else params["lm_head"]
+    return jnp.einsum("btd,vd->btv", x_BxTxD.astype(compute_dtype), head_VxD.astype(compute_dtype),
+                      preferred_element_type=jnp.float32)
+
+
+def loss(params: dict, tokens_BxT: jax.Array, targets_BxT: jax.Array, cfg: GPT2Config, *,
+         compute_dtype=jnp.float32) -> jax.Array:
+    """Mean next-token cross-entropy in nats, ``mean_{b,i} [logsumexp_v z_{biv} − z_{b,i,y_bi}]`` (float32)."""
+    logits_BxTxV = apply(params, tokens_BxT, cfg, compute_dtype=compute_dtype)
+    logz_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
+    target_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+    return jnp.mean(logz_BxT - target_BxT)
+
+
+def _layer_norm(x_BxTxD: jax.Array, ln: dict, eps: float) -> jax.Array:
+    """``(x − μ)/√(σ² + ε) · scale + bias`` over the last axis, in float32 (biased σ², as torch)."""
+    x_BxTxD = x_BxTxD.astype(jnp.float32)
+    mean_BxTx1 = jnp.mean(x_BxTxD, axis=-1, keepdims=True)
+    var_BxTx1 = jnp.mean(jnp.square(x_BxTxD - mean_BxTx1), axis=-1, keepdims=True)
+    y_BxTxD = (x_BxTxD - mean_BxTx1) * jax.lax.rsqrt(var_BxTx1 + eps)
+    return y_BxTxD * ln["scale"][None, None, :] + ln["bias"][None, None, :]
+
+
+def _dense(x_BxTxI: jax.Array, layer: dict, dtype) -> jax.Array:
+    """``x @ kernel + bias`` with operands in ``dtype`` (float32 accumulation, result in ``dtype``)."""
+    y_BxTxO = jnp.einsum("bti,io->bto", x_BxTxI.astype(dtype), layer["kernel"].astype(dtype),
+                         preferred_element_type=jnp.float32)
+    return (y_BxTxO + layer["bias"][None, None, :]).astype(dtype)
+
+
+def _attention(h_BxTxD: jax.Array, attn: dict, n_head: int, dtype) -> jax.Array:
+    """Causal multi-head self-attention; scores and softmax in float32, masked entries exactly 0."""
+    B, T, D = h_BxTxD.shape
+    qkv_BxTx3D = _dense(h_BxTxD, attn["c_attn"], dtype)
+    q_BxTxNxH, k_BxTxNxH, v_BxTxNxH = (a.reshape(B, T, n_head, D // n_head) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
+    scores_BxNxTxT = jnp.einsum("btnh,bsnh->bnts", q_BxTxNxH, k_BxTxNxH, preferred_element_type=jnp.float32)
+    scores_BxNxTxT = scores_BxNxTxT / jnp.sqrt(jnp.float32(D // n_head))
+    causal_TxT = jnp.tril(jnp.ones((T, T), bool))
+    scores_BxNxTxT = jnp.where(causal_TxT[None, None, :, :], scores_BxNxTxT, -jnp.inf)
+    probs_BxNxTxT = jax.nn.softmax(scores_BxNxTxT, axis=-1)
+    out_BxTxNxH = jnp.einsum("bnts,bsnh->btnh", probs_BxNxTxT.astype(dtype), v_BxTxNxH, preferred_element_type=jnp.float32)
+    return _dense(out_BxTxNxH.reshape(B, T, D), attn["c_proj"], dtype).astype(jnp.float32)
+
+
+def _mlp(h_BxTxD: jax.Array, mlp: dict, dtype) -> jax.Array:
+    """``gelu_new(h W_fc + b_fc) W_proj + b_proj`` (tanh-GELU)."""
+    a_BxTxF = jax.nn.gelu(_dense(h_BxTxD, mlp["c_fc"], dtype), approximate=True)
+    return _dense(a_BxTxF, mlp["c_proj"], dtype).astype(jnp.float32)
