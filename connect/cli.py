@@ -1,4 +1,4 @@
-"""The ``connect`` command line: ``width-sweep``, ``barrier``, ``plot``.
+"""The ``connect`` command line: ``width-sweep``, ``barrier``, ``plot``, ``theory …``.
 
 User mistakes (:class:`connect.errors.UserError`) print one line on stderr and exit 2;
 Ctrl-C exits 130 with a hint that rerunning resumes.
@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("run_dir")
     q.add_argument("--width", type=int, default=None, help="width of the along-t figures (default: the run's plot_width)")
     q.set_defaults(func=cmd_plot)
+
+    from theory import commands as theory_commands
+
+    theory_commands.add_parser(sub)
     return parser
 
 

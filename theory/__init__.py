@@ -2,5 +2,5 @@
 
 Each claim is a function that states itself in its docstring and returns a
 :class:`theory.claims.ClaimResult` (numbers, PASS/FAIL, tolerance). Work in float64
-(``jax.experimental.enable_x64``), as THEORY.md asks.
+(``jax.enable_x64(True)``), as THEORY.md asks.
 """
