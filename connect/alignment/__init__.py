@@ -1,4 +1,8 @@
-"""Alignment of two-layer ReLU networks by permuting hidden units.
+"""Alignment: moving network B to the symmetry-equivalent copy nearest network A.
+
+This package's top level aligns two-layer ReLU networks by permuting hidden units;
+:mod:`connect.alignment.gpt2` aligns GPT-2 models (head and MLP permutations, a rotation of
+the residual stream).
 
 Hidden units of ``f(x) = Σ_j a_j relu(w_jᵀx + b_j)`` can be reordered without changing
 ``f``. Weight matching (Ainsworth et al. 2023, "Git Re-Basin", §3.2) picks the
