@@ -134,3 +134,11 @@ def fit(
 def evaluate(kind: str, fn: Callable, nodes_K, ts_T: jax.Array):
     """``fn(θ(t))`` at every t of the grid, stacked over T (jitted; ``fn`` any pytree-valued metric)."""
     return jax.vmap(lambda t: fn(point(kind, nodes_K, t)))(ts_T)
+
+
+def evaluate_callable(path_fn: Callable, fn: Callable, ts_T) -> object:
+    """``fn(path_fn(t))`` at every t of the grid, stacked over T: :func:`evaluate` for a path given
+    as a Python function ``t -> θ(t)`` (e.g. a constructive path of :mod:`theory.connectivity`);
+    not jitted, since ``path_fn`` may run arbitrary host code."""
+    outs = [fn(path_fn(t)) for t in np.asarray(ts_T).tolist()]
+    return jax.tree.map(lambda *v: jnp.stack(v), *outs)
