@@ -10,13 +10,16 @@ A :class:`Corpus` is a train and a val array of integer token ids. Three sources
 * **text**: one file or a directory of text files, read as UTF-8 bytes (vocabulary 256), or encoded
   with a Hugging Face ``tokenizers`` ``tokenizer.json`` (an optional dependency);
 * **pre-tokenised** nanoGPT ``train.bin`` / ``val.bin``: raw little-endian ``uint16`` ids with no
-  header, opened as ``np.memmap`` (never read whole).
+  header, opened as ``np.memmap`` (never read whole); files with llm.c's 1024-byte header
+  (magic 20240520, version 1) are read past it. ``val_fraction`` does not apply: the files are the split.
 
-Train/val split of text (:func:`_split`): the documents (files, help topics) in order, document ``i``
-goes
-to val iff ``⌊(i+1)·f⌋ > ⌊i·f⌋`` for ``f = val_fraction`` — every ``1/f``-th document, spread
-through the corpus, and no val text is part of train. With too few documents for that to give both
-splits (``n < 1/f``, e.g. a single file), the concatenation is cut instead and its last
+Train/val split of text (:func:`_split`): a directory whose file names mark the splits (``train`` and
+``valid``/``val``/…, as WikiText's ``wiki.train.raw``/``wiki.valid.raw`` or TinyStories'
+``-train.txt``/``-valid.txt``) uses them and leaves ``test`` and unmarked files out
+(:func:`_named_roles`). Otherwise the documents (files, help topics) in order, document ``i`` goes to
+val iff ``⌊(i+1)·f⌋ > ⌊i·f⌋`` for ``f = val_fraction`` — every ``1/f``-th document, spread through the
+corpus, and no val text is part of train. With too few documents for that to give both splits
+(``n < 1/f``, e.g. a single file such as enwik8), the concatenation is cut instead and its last
 ``round(f·n_tokens)`` tokens are val.
 
 Batches (:func:`batch`) are a pure function of ``(seed, step)``, so a resumed run sees the batches an
@@ -30,6 +33,7 @@ import dataclasses
 import functools
 import math
 import os
+import re
 import sys
 import sysconfig
 from pathlib import Path
@@ -49,6 +53,11 @@ _STDLIB_EXCLUDED_DIRS = frozenset({"test", "tests", "idlelib", "site-packages", 
 _CHUNK = 2**24
 #: Characters per ``tokenizers`` encoding call; texts are cut at line ends near this length.
 _ENCODE_CHARS = 2**20
+#: llm.c's token files start with 256 int32: this magic number, a version, the token count.
+_LLMC_MAGIC, _LLMC_HEADER_BYTES = 20240520, 1024
+#: Words in a file's path that name its split (WikiText's ``wiki.valid.raw``, TinyStories' ``-train.txt``).
+_TRAIN_WORDS = frozenset({"train", "training"})
+_VAL_WORDS = frozenset({"val", "valid", "validation", "dev", "heldout"})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -78,6 +87,7 @@ def load(
     with nanoGPT ``train.bin``/``val.bin``. ``tokenizer`` (a ``tokenizer.json``) encodes text instead of bytes;
     ``vocab_size`` overrides the vocabulary size and must exceed every id."""
     _check_fraction(val_fraction)
+    roles = None
     if source is None:
         name, docs = _embedded_name(), _embedded_documents()
     else:
@@ -96,13 +106,16 @@ def load(
             raise UserError(f"corpus {path} is a .bin file: pass the directory that holds train.bin and val.bin")
         name = path.resolve().name if path.is_dir() else path.stem
         docs = _text_documents(path, exclude=Path(tokenizer) if tokenizer is not None else None)
+        if path.is_dir() and (roles := _named_roles(list(docs))) is not None:
+            docs = {label: data for label, data in docs.items() if roles[label]}
     if tokenizer is None:
-        arrays, natural_vocab, kind = [np.frombuffer(d, dtype=np.uint8) for d in docs], 256, "bytes"
+        arrays, natural_vocab, kind = [np.frombuffer(d, dtype=np.uint8) for d in docs.values()], 256, "bytes"
     else:
         tok = _tokenizer(tokenizer)
         natural_vocab, kind = tok.get_vocab_size(), str(tokenizer)
-        arrays = [_encode(tok, d, label) for d, label in zip(docs, _labels(source, len(docs)))]
-    train, val = _split(arrays, val_fraction)
+        arrays = [_encode(tok, data, f"{source or name}: {label}") for label, data in docs.items()]
+    to_val = [roles[label] == "val" for label in docs] if roles is not None else _every_kth(len(docs), val_fraction)
+    train, val = _split(arrays, to_val, val_fraction)
     return Corpus(name, train, val, _checked_vocab(name, train, val, natural_vocab, vocab_size), kind)
 
 
@@ -130,11 +143,15 @@ def eval_batches(
     is a target once, for the ``W = ⌊(N − 1)/T⌋`` whole windows. Batches of ``batch_size`` windows (int32);
     the last one holds the remaining ``W mod batch_size`` windows if any — weight batch means by
     ``x.shape[0]``. At most ``max_batches`` batches."""
-    n = _check_windows(tokens, batch_size, context)
+    n = _check_windows(tokens, batch_size, context)  # raises now, not at the first next()
     n_windows = (n - 1) // context
     n_batches = -(-n_windows // batch_size)
-    if max_batches is not None:
-        n_batches = min(n_batches, max_batches)
+    return _windows(tokens, batch_size, context, n_windows, n_batches if max_batches is None else min(n_batches, max_batches))
+
+
+def _windows(
+    tokens: np.ndarray, batch_size: int, context: int, n_windows: int, n_batches: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for i in range(n_batches):
         rows = min(batch_size, n_windows - i * batch_size)
         lo = i * batch_size * context
@@ -183,46 +200,68 @@ def _check_fraction(val_fraction: float) -> None:
         raise UserError(f"val_fraction must be in (0, 1), got {val_fraction}")
 
 
-def _split(docs: list[np.ndarray], val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Train and val from documents: every ``1/f``-th document to val, else the last ``f`` of the concatenation."""
-    f, n = val_fraction, len(docs)
-    to_val = [math.floor((i + 1) * f) > math.floor(i * f) for i in range(n)]
-    if 0 < sum(to_val) < n:
+def _every_kth(n: int, val_fraction: float) -> list[bool]:
+    """Document ``i`` of ``n`` goes to val iff ``⌊(i+1)·f⌋ > ⌊i·f⌋``: every ``1/f``-th document."""
+    return [math.floor((i + 1) * val_fraction) > math.floor(i * val_fraction) for i in range(n)]
+
+
+def _split(docs: list[np.ndarray], to_val: list[bool], val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Train and val: the documents flagged ``to_val`` and the others, or, unless both are non-empty, the
+    concatenation cut before its last ``round(f·n)`` tokens."""
+    if 0 < sum(to_val) < len(docs):
         train = np.concatenate([d for d, v in zip(docs, to_val) if not v])
         val = np.concatenate([d for d, v in zip(docs, to_val) if v])
         return train, val
     allt = np.concatenate(docs)
-    cut = allt.size - int(round(f * allt.size))
+    cut = allt.size - int(round(val_fraction * allt.size))
     return allt[:cut], allt[cut:]
+
+
+def _named_roles(labels: list[str]) -> dict[str, str] | None:
+    """``"train"``, ``"val"`` or ``""`` (unused) per file from the words of its relative path, if the names
+    mark at least one train and one val file; else ``None``.
+
+    Words are the path's lower-case alphanumeric runs: ``train``/``training`` mark train,
+    ``val``/``valid``/``validation``/``dev``/``heldout`` mark val; a file marked for neither, for both,
+    or with ``test`` (``wiki.test.raw``, ``README``) is left out.
+    """
+    roles = {}
+    for label in labels:
+        words = set(re.split(r"[^a-z0-9]+", label.lower()))
+        is_train, is_val = bool(words & _TRAIN_WORDS), bool(words & _VAL_WORDS)
+        roles[label] = "train" if is_train and not is_val else "val" if is_val and not is_train else ""
+        roles[label] = "" if "test" in words else roles[label]
+    values = set(roles.values())
+    return roles if {"train", "val"} <= values else None
 
 
 def _embedded_name() -> str:
     return f"stdlib-py{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def _embedded_documents() -> list[bytes]:
-    """The standard library's ``.py`` files (sorted, first ``EMBEDDED_MAX_BYTES``) then the pydoc topics."""
+def _embedded_documents() -> dict[str, bytes]:
+    """The standard library's ``.py`` files (sorted, first ``EMBEDDED_MAX_BYTES``) then the pydoc topics, by name."""
     root = Path(sysconfig.get_paths()["stdlib"])
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d not in _STDLIB_EXCLUDED_DIRS and not d.startswith(("config-", "."))]
         rel = Path(dirpath).relative_to(root)
         files += [(rel / f).as_posix() for f in filenames if f.endswith(".py") and not f.startswith("_sysconfigdata")]
-    docs, total = [], 0
+    docs, total = {}, 0
     for rel in sorted(files):
         data = (root / rel).read_bytes()
         if total + len(data) > EMBEDDED_MAX_BYTES:
             break
-        docs.append(data)
+        docs[rel] = data
         total += len(data)
     from pydoc_data import topics
 
-    docs += [topics.topics[k].encode("utf-8") for k in sorted(topics.topics)]
-    return [d for d in docs if d]
+    docs |= {f"pydoc_data.topics[{k!r}]": topics.topics[k].encode("utf-8") for k in sorted(topics.topics)}
+    return {label: data for label, data in docs.items() if data}
 
 
-def _text_documents(path: Path, exclude: Path | None) -> list[bytes]:
-    """The bytes of a text file, or of every text file under a directory in sorted order.
+def _text_documents(path: Path, exclude: Path | None) -> dict[str, bytes]:
+    """The bytes of a text file, or of every text file under a directory by relative path, in sorted order.
 
     In a directory, hidden files and directories are skipped, and so is any file with a NUL byte in its
     first 8000 bytes (git's test for binary files) and the tokenizer file itself.
@@ -231,29 +270,25 @@ def _text_documents(path: Path, exclude: Path | None) -> list[bytes]:
         data = path.read_bytes()
         if not data:
             raise UserError(f"corpus file {path} is empty: pass a file with text in it")
-        return [data]
+        return {path.name: data}
     skip = exclude.resolve() if exclude is not None else None
     files = []
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        files += [Path(dirpath) / f for f in filenames if not f.startswith(".")]
-    docs = []
-    for file in sorted(files, key=lambda p: p.relative_to(path).as_posix()):
+        files += [(Path(dirpath) / f).relative_to(path).as_posix() for f in filenames if not f.startswith(".")]
+    docs = {}
+    for rel in sorted(files):
+        file = path / rel
         if not file.is_file() or file.resolve() == skip:
             continue
         data = file.read_bytes()
         if data and b"\0" not in data[:8000]:
-            docs.append(data)
+            docs[rel] = data
     if not docs:
         raise UserError(
             f"corpus directory {path} has no text files (nor train.bin/val.bin): add UTF-8 text files or nanoGPT .bin files"
         )
     return docs
-
-
-def _labels(source, n: int) -> list[str]:
-    """Names for error messages about the ``n`` documents of ``source``."""
-    return [f"{source or 'embedded corpus'} (document {i})" for i in range(n)]
 
 
 def _tokenizer(path: str | os.PathLike):
@@ -301,7 +336,9 @@ def _checked_vocab(name: str, train: np.ndarray, val: np.ndarray, natural: int, 
         return natural
     top = max(_max_id(train), _max_id(val))
     if top >= given:
-        raise UserError(f"corpus {name} holds token id {top} ≥ vocab_size {given}: pass a vocab_size above {top} (or none)")
+        raise UserError(
+            f"corpus {name} holds token id {top} ≥ vocab_size {given}: check the data's dtype, or pass a vocab_size above {top} (or none)"
+        )
     return int(given)
 
 
@@ -310,41 +347,47 @@ def _max_id(tokens: np.ndarray) -> int:
 
 
 def _load_bin(path: Path, vocab_size: int | None) -> Corpus:
-    """nanoGPT ``train.bin``/``val.bin`` as ``uint16`` memmaps, with checks for files of another dtype.
-
-    Heuristics (the files carry no header): a size that is not a multiple of 2 bytes; ids stored as
-    little-endian ``uint32``/``int64`` read as ``uint16`` put zeros at every odd position (the high halves),
-    so the first 4096 values all zero at one parity and not the other (with at least 32 values) is refused;
-    with ``vocab_size`` given, any id ≥ it is refused. ``float`` or big-endian files can slip through
-    when their ids stay below the vocabulary.
-    """
-    splits = {}
-    for split in ("train", "val"):
-        file = path / f"{split}.bin"
-        if not file.is_file():
-            raise UserError(
-                f"corpus {path} has no {split}.bin: write both train.bin and val.bin (uint16 token ids, nanoGPT's prepare.py)"
-            )
-        size = file.stat().st_size
-        if size == 0 or size % 2:
-            raise UserError(
-                f"{file} is {size} bytes, not a positive whole number of uint16 ids: write the ids with np.uint16(...).tofile"
-            )
-        tokens = np.memmap(file, dtype=np.uint16, mode="r")
-        head = np.asarray(tokens[:4096])
-        if head.size >= 32:
-            even, odd = head[0::2].any(), head[1::2].any()
-            if even != odd:
-                raise UserError(
-                    f"{file} looks like 32- or 64-bit ids (every other uint16 is 0): convert them with np.uint16(ids).tofile"
-                )
-        splits[split] = tokens
-    top = max(_max_id(splits["train"]), _max_id(splits["val"]))
-    if vocab_size is not None:
-        if top >= vocab_size:
-            raise UserError(
-                f"corpus {path} holds token id {top} ≥ vocab_size {vocab_size}: check the file's dtype or pass the tokenizer's vocab size"
-            )
+    """nanoGPT ``train.bin``/``val.bin`` as ``uint16`` memmaps; the vocabulary is ``vocab_size`` or the
+    largest id + 1 rounded up to a multiple of 64 (as nanoGPT pads GPT-2's 50257 to 50304)."""
+    train, val = (_open_bin(path, split) for split in ("train", "val"))
+    if vocab_size is None:
+        vocab = -(-(max(_max_id(train), _max_id(val)) + 1) // 64) * 64
     else:
-        vocab_size = -(-(top + 1) // 64) * 64
-    return Corpus(path.resolve().name, splits["train"], splits["val"], int(vocab_size), "pretokenized")
+        vocab = _checked_vocab(str(path), train, val, 0, vocab_size)
+    return Corpus(path.resolve().name, train, val, vocab, "pretokenized")
+
+
+def _open_bin(path: Path, split: str) -> np.memmap:
+    """``{split}.bin`` under ``path`` as a read-only ``uint16`` memmap, refusing files of another dtype.
+
+    nanoGPT files carry no header, so the dtype checks are heuristics: the size must be a multiple of
+    2 bytes; ids written as little-endian ``uint32``/``int64`` and read as ``uint16`` leave every odd
+    position 0 (the high halves), so if among the first 4096 values (at least 32) one parity is all 0 and
+    the other is not, the file is refused; a ``vocab_size`` given to :func:`load` refuses larger ids.
+    ``float`` or big-endian files whose values stay below the vocabulary can slip through. A file that
+    starts with llm.c's header (256 int32, magic 20240520, version 1, token count) is read past it.
+    """
+    file = path / f"{split}.bin"
+    if not file.is_file():
+        raise UserError(
+            f"corpus {path} has no {split}.bin: write both train.bin and val.bin (uint16 token ids, nanoGPT's prepare.py)"
+        )
+    size, offset = file.stat().st_size, 0
+    if size >= _LLMC_HEADER_BYTES:
+        header = np.fromfile(file, dtype="<i4", count=3)
+        if header[0] == _LLMC_MAGIC:
+            if header[1] != 1 or _LLMC_HEADER_BYTES + 2 * int(header[2]) != size:
+                raise UserError(
+                    f"{file} has an llm.c header with version {header[1]} and {header[2]} tokens for {size} bytes: "
+                    "only version 1 (uint16 ids) with a matching count is read"
+                )
+            offset = _LLMC_HEADER_BYTES
+    if size == offset or (size - offset) % 2:
+        raise UserError(
+            f"{file} is {size - offset} bytes, not a positive whole number of uint16 ids: write the ids with np.uint16(ids).tofile"
+        )
+    tokens = np.memmap(file, dtype=np.uint16, mode="r", offset=offset)
+    head = np.asarray(tokens[:4096])
+    if head.size >= 32 and head[0::2].any() != head[1::2].any():
+        raise UserError(f"{file} looks like 32- or 64-bit ids (every other uint16 is 0): convert them with np.uint16(ids).tofile")
+    return tokens

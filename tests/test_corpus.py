@@ -114,7 +114,7 @@ def test_split_shorter_than_one_window_raises():
     with pytest.raises(UserError, match="shorter than one window"):
         corpus.batch(tokens, 0, 0, 2, 16)
     with pytest.raises(UserError, match="shorter than one window"):
-        list(corpus.eval_batches(tokens, 2, 16))
+        corpus.eval_batches(tokens, 2, 16)  # raised at the call, before any iteration
 
 
 # --- entropy -----------------------------------------------------------------------------------
@@ -254,3 +254,39 @@ def test_embedded_corpus_deterministic_and_sane():
     # A val document's text does not occur in train (a 400-byte slice from the middle of val).
     mid = a.val.size // 2
     assert bytes(a.val[mid : mid + 400]) not in bytes(a.train)
+
+
+def test_llmc_header_is_skipped(tmp_path):
+    d = tmp_path / "fineweb"
+    d.mkdir()
+    ids = {"train": np.arange(100, 300, dtype=np.uint16), "val": np.arange(7, 47, dtype=np.uint16)}
+    for split, tok in ids.items():
+        header = np.zeros(256, dtype="<i4")
+        header[:3] = (20240520, 1, tok.size)  # llm.c's write_datafile
+        (d / f"{split}.bin").write_bytes(header.tobytes() + tok.tobytes())
+    c = corpus.load(d)
+    np.testing.assert_array_equal(c.train, ids["train"])
+    np.testing.assert_array_equal(c.val, ids["val"])
+    assert c.vocab_size == 320
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = (20240520, 1, 999)  # count does not match the size
+    (d / "val.bin").write_bytes(header.tobytes() + ids["val"].tobytes())
+    with pytest.raises(UserError, match="llm.c header"):
+        corpus.load(d)
+
+
+def test_directory_with_named_splits(tmp_path):
+    # WikiText layout: train and valid files are the splits; test and README are left out.
+    d = tmp_path / "wikitext-103"
+    d.mkdir()
+    (d / "wiki.train.raw").write_bytes(b"t" * 300)
+    (d / "wiki.valid.raw").write_bytes(b"v" * 40)
+    (d / "wiki.test.raw").write_bytes(b"x" * 40)
+    (d / "README.txt").write_bytes(b"r" * 40)
+    c = corpus.load(d, val_fraction=0.5)  # val_fraction does not apply to named splits
+    assert c.name == "wikitext-103"
+    np.testing.assert_array_equal(c.train, np.full(300, ord("t"), np.uint8))
+    np.testing.assert_array_equal(c.val, np.full(40, ord("v"), np.uint8))
+    (d / "wiki.valid.raw").unlink()  # no val file: the every-k-th rule over README, test, train (f = 0.5: file 1 to val)
+    c = corpus.load(d, val_fraction=0.5)
+    assert bytes(c.train) == b"r" * 40 + b"t" * 300 and bytes(c.val) == b"x" * 40
