@@ -85,11 +85,14 @@ def _cvxpy():
     return cp
 
 
-def _solve(problem) -> str:
-    """Solve with Clarabel, falling back to SCS; the solver name used."""
+_SOLVER_OPTIONS = {"CLARABEL": {}, "SCS": {"eps": 1e-9, "max_iters": 200_000}}
+
+
+def _solve(problem, solver: str | None = None) -> str:
+    """Solve with Clarabel, falling back to SCS (or only with ``solver``); the solver name used."""
     cp = _cvxpy()
-    for name, opts in (("CLARABEL", {}), ("SCS", {"eps": 1e-9, "max_iters": 200_000})):
-        if name not in cp.installed_solvers():
+    for name, opts in _SOLVER_OPTIONS.items():
+        if name not in cp.installed_solvers() or solver not in (None, name):
             continue
         try:
             problem.solve(solver=name, **opts)
@@ -183,14 +186,15 @@ class WeightDecaySolution:
 
 
 def weight_decay_program(x_NxD: np.ndarray, y_N: np.ndarray, d_PxN: np.ndarray, beta: float,
-                         loss: str = "squared") -> tuple[float, Blocks, str]:
-    """Solve C1 (module docstring); ``(value, nonzero blocks, solver)``."""
+                         loss: str = "squared", solver: str | None = None) -> tuple[float, Blocks, str]:
+    """Solve C1 (module docstring); ``(value, nonzero blocks, solver)``; ``solver`` forces
+    ``"CLARABEL"`` or ``"SCS"``."""
     cp = _cvxpy()
     _check_patterns(x_NxD, d_PxN)
     v, u, cons, pred = _cone_problem(x_NxD, d_PxN)
     obj = _loss_cvx(pred, y_N, loss) + beta * (cp.sum(cp.norm(v, 2, axis=1)) + cp.sum(cp.norm(u, 2, axis=1)))
     prob = cp.Problem(cp.Minimize(obj), cons)
-    solver = _solve(prob)
+    solver = _solve(prob, solver)
     blocks = np.concatenate([v.value, u.value])
     norms = np.linalg.norm(blocks, axis=1)
     return float(prob.value), _keep(blocks, norms, norms), solver
