@@ -52,7 +52,7 @@ _STDLIB_EXCLUDED_DIRS = frozenset({"test", "tests", "idlelib", "site-packages", 
 #: Tokens per chunk when scanning large arrays (bounds the memory of ``np.bincount``'s int64 copy).
 _CHUNK = 2**24
 #: Characters per ``tokenizers`` encoding call; texts are cut at line ends near this length.
-_ENCODE_CHARS = 2**20
+_ENCODE_CHARS = 2**16
 #: llm.c's token files start with 256 int32: this magic number, a version, the token count.
 _LLMC_MAGIC, _LLMC_HEADER_BYTES = 20240520, 1024
 #: Words in a file's path that name its split (WikiText's ``wiki.valid.raw``, TinyStories' ``-train.txt``).
@@ -113,7 +113,7 @@ def load(
     else:
         tok = _tokenizer(tokenizer)
         natural_vocab, kind = tok.get_vocab_size(), str(tokenizer)
-        arrays = [_encode(tok, data, f"{source or name}: {label}") for label, data in docs.items()]
+        arrays = _encode(tok, docs, str(source or name))
     to_val = [roles[label] == "val" for label in docs] if roles is not None else _every_kth(len(docs), val_fraction)
     train, val = _split(arrays, to_val, val_fraction)
     return Corpus(name, train, val, _checked_vocab(name, train, val, natural_vocab, vocab_size), kind)
@@ -310,24 +310,30 @@ def _tokenizer(path: str | os.PathLike):
         ) from None
 
 
-def _encode(tok, data: bytes, label: str) -> np.ndarray:
-    """Token ids of UTF-8 ``data``, encoded in chunks of about ``_ENCODE_CHARS`` cut after line ends
-    (tokenisation can differ from one whole-text call only where a chunk ends)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(
-            f"{label} is not UTF-8 (byte {e.start}): re-encode it as UTF-8, or drop the tokenizer to read raw bytes"
-        ) from None
-    chunks, lo = [], 0
-    while lo < len(text):
-        hi = text.find("\n", lo + _ENCODE_CHARS)
-        hi = len(text) if hi < 0 else hi + 1
-        chunks.append(text[lo:hi])
-        lo = hi
+def _encode(tok, docs: dict[str, bytes], where: str) -> list[np.ndarray]:
+    """Token ids of each UTF-8 document, all encoded in one parallel ``encode_batch`` call on chunks of
+    about ``_ENCODE_CHARS`` cut after line ends (tokenisation can differ from one whole-text call only
+    where a chunk ends)."""
+    chunks, owner = [], []
+    for i, (label, data) in enumerate(docs.items()):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(
+                f"{where}: {label} is not UTF-8 (byte {e.start}): re-encode it as UTF-8, or drop the tokenizer to read raw bytes"
+            ) from None
+        lo = 0
+        while lo < len(text):
+            hi = text.find("\n", lo + _ENCODE_CHARS)
+            hi = len(text) if hi < 0 else hi + 1
+            chunks.append(text[lo:hi])
+            owner.append(i)
+            lo = hi
     dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.int32
-    ids = [np.asarray(e.ids, dtype=dtype) for e in tok.encode_batch(chunks, add_special_tokens=False)]
-    return np.concatenate(ids) if ids else np.zeros(0, dtype=dtype)
+    ids = [[] for _ in docs]
+    for i, enc in zip(owner, tok.encode_batch(chunks, add_special_tokens=False)):
+        ids[i].append(np.asarray(enc.ids, dtype=dtype))
+    return [np.concatenate(parts) if parts else np.zeros(0, dtype=dtype) for parts in ids]
 
 
 def _checked_vocab(name: str, train: np.ndarray, val: np.ndarray, natural: int, given: int | None) -> int:
