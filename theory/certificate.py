@@ -433,3 +433,17 @@ def claim_small_width_example(n_grids=(256, 512), seed: int = 0, tol: float = 1e
               and max(wide.values()) <= tol)
     return ClaimResult("F.8", "small-width example: certified barrier between the box and Muon-full regions at width 2, "
                        "none at widths 3-4", bool(passed), nums, tol)
+
+
+def example_results(n_grids=(64, 128, 256, 512), widths=(2, 3, 4), optimizers=("adamw", "muon_exact", "muon"),
+                    seeds=tuple(range(32)), steps: int = 4000) -> dict:
+    """Everything §E reports, for the CLI and :mod:`theory.figures`: the zero-loss configurations
+    and their regions, :func:`certify` at each N, :func:`wide_path` barriers at each width ≥ 3,
+    and :func:`theory.example.train_runs` per optimizer (no runs when ``optimizers`` is empty)."""
+    zero = ex.zero_loss_configurations()
+    reg = ex.regions(zero["configs"])
+    certs = [certify(n, zero=zero) for n in n_grids]
+    conf_a, conf_b = certs[-1]["configs"]
+    wide = {m: wide_path(conf_a, conf_b, m)["barrier"] for m in widths if m >= 3}
+    runs = {opt: ex.train_runs(opt, list(seeds), steps=steps, configs=zero["configs"]) for opt in optimizers}
+    return {"zero": zero, "regions": reg, "certs": certs, "wide": wide, "runs": runs}
