@@ -20,12 +20,19 @@ muon_exact as muon, with the exact ``msign = U Vᵀ`` (SVD)      ‖W‖₂ ≤ 
 Muon's split is explicit: the caller names which arrays are matrices (the model
 module's ``MUON_MATRICES``); every other array is updated by AdamW with the same
 learning rate and decay.
+
+Transformers (:func:`make_lm`, names :data:`LM_OPTIMIZERS`) take nested parameter pytrees
+(:mod:`connect.models.gpt2`), two learning rates (hidden matrices / everything else), decay
+only on matrices, global-norm clipping, and run Muon on kernels stored ``(in, out)``, stacked
+over layers and fused along the last axis (QKV), one matrix at a time.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple, Sequence
+import math
+import numbers
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -187,3 +194,147 @@ def _build(name: str, lr: float, weight_decay: float, matrices: tuple[str, ...])
 def constraint(name: str, weight_decay: float, matrices: Sequence[str] = ()) -> ConstraintSet:
     """The implicit constraint set of optimizer ``name`` at decay λ (see :mod:`connect.constraints`)."""
     return ConstraintSet(spec(name).constraint_kind, float(weight_decay), tuple(matrices))
+
+
+# ---- transformers ---------------------------------------------------------------------
+
+LM_OPTIMIZERS = ("adamw", "muon", "lion", "sgd")
+
+#: Leaf names that are never decayed in :func:`make_lm`: LayerNorm gains and biases.
+NO_DECAY_NAMES = ("scale", "bias")
+
+
+def make_lm(name: str, params, *, lr, aux_lr=None, weight_decay: float = 0.0, betas=(0.9, 0.95), eps: float = 1e-8,
+            momentum: float = 0.95, clip_norm: float | None = 1.0,
+            matrices: Mapping[tuple[str, ...], int] | None = None) -> optax.GradientTransformation:
+    """The optax transformation of transformer optimizer ``name`` for a parameter pytree like ``params``.
+
+    Leaves fall in three groups, by their path in the nested dict:
+
+    - *hidden matrices*, the paths in ``matrices`` (default ``connect.models.gpt2.MUON_MATRICES``:
+      the attention and MLP kernels): learning rate ``lr``, decay λ;
+    - *other matrices*, every other leaf not named ``scale`` or ``bias`` (``wte``, ``wpe``,
+      ``lm_head``): learning rate ``aux_lr`` (default ``lr``), decay λ;
+    - *LayerNorm gains and biases*, leaves named ``scale`` or ``bias``: ``aux_lr``, no decay.
+
+    ``lr`` and ``aux_lr`` are floats ≥ 0 or optax schedules (:func:`connect.schedules.make`).
+    Decay is decoupled and multiplied by the group's learning rate, ``θ ← θ − η(u + λθ)``
+    (Loshchilov & Hutter 2019; optax's convention, as the rest of this module), and the
+    gradient is first clipped to global norm ``clip_norm`` over all leaves,
+    ``g ← g · min(1, c/‖g‖₂)`` (Pascanu et al. 2013; ``None``: no clipping).
+
+    Update directions ``u``:
+
+    - ``adamw``: Adam with ``betas``, ``eps`` on every group;
+    - ``muon``: on the hidden matrices Nesterov momentum ``momentum`` then
+      ``s · NS(·)`` per matrix (:func:`scale_by_muon`, Jordan et al. 2024); on the other two
+      groups AdamW with ``betas``, ``eps`` at ``aux_lr``;
+    - ``lion``: ``sign(β₁m + (1−β₁)g)``, ``m ← β₂m + (1−β₂)g`` with ``(β₁, β₂) = betas``
+      (Chen et al. 2023) on every group;
+    - ``sgd``: heavy-ball momentum ``m ← μm + g``, ``u = m`` with ``μ = momentum`` on every group.
+
+    Muon's matrices: a kernel stored ``(…, in, k·out)`` (leading axes a batch, e.g. the layer
+    axis L) with ``matrices[path] = k`` holds ``k`` matrices fused along its last axis (``c_attn``:
+    q | k | v, k = 3); each ``(in, out)`` matrix ``W`` is orthogonalised on its own and scaled by
+    ``s = sqrt(max(1, out/in))``, the shape factor of its ``(out, in)`` transpose
+    (:func:`connect.constraints.muon_shape_factor`; the polar factor commutes with transposition).
+    Its implicit set is then ``‖W‖₂ ≤ s/λ`` per matrix (:mod:`connect.constraints`).
+    """
+    if name not in LM_OPTIMIZERS:
+        raise UserError(f"unknown transformer optimizer {name!r}: choose from {', '.join(LM_OPTIMIZERS)}")
+    aux_lr = lr if aux_lr is None else aux_lr
+    _check_lr("lr", lr)
+    _check_lr("aux_lr", aux_lr)
+    if not weight_decay >= 0:
+        raise UserError(f"weight decay must be non-negative, got {weight_decay}")
+    b1, b2 = betas
+    for label, beta in (("betas[0]", b1), ("betas[1]", b2), ("momentum", momentum)):
+        if not 0.0 <= beta < 1.0:
+            raise UserError(f"{label} must lie in [0, 1), got {beta}")
+    if not eps >= 0:
+        raise UserError(f"eps must be non-negative, got {eps}")
+    if clip_norm is not None and not clip_norm > 0:
+        raise UserError(f"clip_norm must be positive or None (no clipping), got {clip_norm}")
+    if matrices is None:
+        from connect.models import gpt2
+
+        matrices = gpt2.MUON_MATRICES
+    matrices = {tuple(path): int(k) for path, k in matrices.items()}
+    _check_matrices(params, matrices)
+
+    adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+    hidden, aux = {
+        "adamw": (adam, adam),
+        "muon": (_per_matrix(scale_by_muon(beta=momentum), matrices), adam),
+        "lion": (optax.scale_by_lion(b1=b1, b2=b2),) * 2,
+        "sgd": (optax.trace(decay=momentum),) * 2,
+    }[name]
+    split = optax.multi_transform(
+        {"hidden": _decoupled(hidden, lr, weight_decay), "matrix": _decoupled(aux, aux_lr, weight_decay),
+         "plain": optax.chain(aux, optax.scale_by_learning_rate(aux_lr))},
+        functools.partial(_lm_labels, matrices=matrices),
+    )
+    return split if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), split)
+
+
+def _check_lr(label: str, lr) -> None:
+    if callable(lr):
+        return
+    if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr >= 0):
+        raise UserError(f"{label} must be a non-negative number or a schedule, got {lr!r}")
+
+
+def _path_names(path) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _lm_labels(params, matrices: Mapping[tuple[str, ...], int]):
+    """The group of each leaf: ``hidden``, ``matrix`` or ``plain`` (see :func:`make_lm`)."""
+
+    def label(path, _leaf):
+        names = _path_names(path)
+        if names in matrices:
+            return "hidden"
+        return "plain" if names[-1] in NO_DECAY_NAMES else "matrix"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def _check_matrices(params, matrices: Mapping[tuple[str, ...], int]) -> None:
+    leaves = {_path_names(p): x for p, x in jax.tree_util.tree_leaves_with_path(params)}
+    for path, k in matrices.items():
+        where = "/".join(path)
+        if path not in leaves:
+            raise UserError(f"matrix {where} is not in the parameters: pass matrices naming existing leaves (e.g. the model's MUON_MATRICES)")
+        shape = jnp.shape(leaves[path])
+        if len(shape) < 2 or k < 1 or shape[-1] % k:
+            raise UserError(f"matrix {where} of shape {shape} cannot hold {k} matrices fused along its last axis")
+
+
+def _fused_to_matrices(x: jax.Array, k: int) -> jax.Array:
+    """``(…, in, k·out) -> (…, k, out, in)``: the ``k`` fused ``(in, out)`` matrices, transposed."""
+    *lead, n_in, n_fused = x.shape
+    return jnp.moveaxis(x.reshape(*lead, n_in, k, n_fused // k), -3, -1)
+
+
+def _matrices_to_fused(x: jax.Array) -> jax.Array:
+    """Inverse of :func:`_fused_to_matrices`."""
+    *lead, k, n_out, n_in = x.shape
+    return jnp.moveaxis(x, -1, -3).reshape(*lead, n_in, k * n_out)
+
+
+def _per_matrix(inner: optax.GradientTransformation, matrices: Mapping[tuple[str, ...], int]) -> optax.GradientTransformation:
+    """Run ``inner`` (a transformation acting on the last two axes, e.g. :func:`scale_by_muon`) on
+    each fused kernel seen as its stack of ``(out, in)`` matrices; its state lives in that layout."""
+
+    def split(tree):
+        return jax.tree_util.tree_map_with_path(lambda p, x: _fused_to_matrices(x, matrices[_path_names(p)]), tree)
+
+    def init_fn(params):
+        return inner.init(split(params))
+
+    def update_fn(updates, state, params=None):
+        out, state = inner.update(split(updates), state, None if params is None else split(params))
+        return jax.tree.map(_matrices_to_fused, out), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
