@@ -52,6 +52,9 @@ def test_c1_second_solver_and_logistic_loss():
     scs = convex.weight_decay_program(x, y, d_PxN, 0.1, solver="SCS")
     assert clarabel[2] == "CLARABEL" and scs[2].startswith("SCS")
     assert scs[0] == pytest.approx(clarabel[0], rel=1e-4)
+    # KKT: every block's dual value max_{v ∈ K, ‖v‖ ≤ 1} s λ*ᵀD X v is ≤ β, with equality on the used ones
+    sol = convex.weight_decay_optimum(x, y, d_PxN, 0.1)
+    assert sol.dual_ratio == pytest.approx(1.0, abs=1e-5)
     labels = np.where(y >= 0, 1.0, -1.0)
     sol = convex.weight_decay_optimum(x, labels, d_PxN, 0.1, loss="logistic")
     assert convex.penalised_loss(sol.network, x, labels, 0.1, "logistic") == pytest.approx(sol.value, rel=1e-6)
@@ -224,3 +227,12 @@ def test_claims_pass_at_small_sizes():
     assert (r := convex.claim_convex_exactness(n_seeds=6, steps=3000)).passed, r.line()
     assert (r := convex.claim_linf_sandwich(widths=(2,), n_seeds=4, steps=1500)).passed, r.line()
     assert (r := convex.claim_regions()).passed, r.line()
+
+
+def test_c1_zero_network_when_decay_dominates():
+    """β above every block's dual value at λ = y/n: the zero network is optimal, value ½ mean y²."""
+    x, y = _data(6, 12, d=3)
+    d_PxN = patterns.sample(x, 3000, seed=0)
+    sol = convex.weight_decay_optimum(x, y, d_PxN, 5.0)
+    assert sol.value == pytest.approx(0.5 * np.mean(y**2), rel=1e-7)
+    assert sol.m_star == 0 and len(sol.network["a"]) == 0 and sol.dual_ratio < 1

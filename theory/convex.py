@@ -140,13 +140,20 @@ class Blocks(NamedTuple):
         return (d_PxN[self.pattern_K].T * (x_NxD @ self.v_KxD.T)) * self.sign_K[None, :]
 
 
-def _keep(v_2PxD: np.ndarray, size_2P: np.ndarray, extra_2P: np.ndarray) -> Blocks:
-    """The blocks whose ``size`` exceeds :data:`ZERO_TOL` times the largest."""
+def _keep(v_2PxD: np.ndarray, size_2P: np.ndarray, extra_2P: np.ndarray, scale: float) -> Blocks:
+    """The blocks whose ``size`` exceeds :data:`ZERO_TOL` times the largest and ``10⁻⁸·scale``
+    (``scale``: the size of a block that alone fits the largest target, so solver noise around
+    the zero network is not read as blocks)."""
     p = len(v_2PxD) // 2
-    live = size_2P > ZERO_TOL * max(float(size_2P.max(initial=0.0)), 1e-300)
+    live = size_2P > max(ZERO_TOL * float(size_2P.max(initial=0.0)), 1e-8 * scale, 1e-300)
     sign = np.concatenate([np.ones(p), -np.ones(p)])
     idx = np.concatenate([np.arange(p), np.arange(p)])
     return Blocks(v_2PxD[live], sign[live], idx[live], extra_2P[live])
+
+
+def _block_scale(x_NxD: np.ndarray, y_N: np.ndarray) -> float:
+    """``max|y| / max‖x‖``: the norm of a block whose output reaches the largest target."""
+    return float(np.abs(y_N).max() / max(np.linalg.norm(x_NxD, axis=1).max(), 1e-300))
 
 
 def _cone_problem(x_NxD, d_PxN):
@@ -173,8 +180,9 @@ def _check_patterns(x_NxD, d_PxN):
 @dataclasses.dataclass(frozen=True)
 class WeightDecaySolution:
     """C1 solution: program ``value``, the recovered ``network`` (a minimum-support vertex of the
-    optimal polytope), ``m_star``, ``M_star`` (None when enumeration was skipped), the support
-    of the solver's (interior, i.e. relative-interior) solution, the vertex supports found."""
+    optimal polytope), ``m_star``, ``M_star`` (None when enumeration was skipped), the number of
+    active blocks (columns of the polytope), the vertex supports found, and the dual certificate
+    ``dual_ratio = max_k max_{v ∈ K_k, ‖v‖ ≤ 1} s_k λ*ᵀD_k X v / β`` (≤ 1 ⇔ optimal over the patterns)."""
 
     value: float
     network: dict
@@ -183,6 +191,7 @@ class WeightDecaySolution:
     n_active: int
     vertex_supports: tuple
     solver: str
+    dual_ratio: float
 
 
 def weight_decay_program(x_NxD: np.ndarray, y_N: np.ndarray, d_PxN: np.ndarray, beta: float,
@@ -197,7 +206,7 @@ def weight_decay_program(x_NxD: np.ndarray, y_N: np.ndarray, d_PxN: np.ndarray, 
     solver = _solve(prob, solver)
     blocks = np.concatenate([v.value, u.value])
     norms = np.linalg.norm(blocks, axis=1)
-    return float(prob.value), _keep(blocks, norms, norms), solver
+    return float(prob.value), _keep(blocks, norms, norms, _block_scale(x_NxD, y_N)), solver
 
 
 def weight_decay_network(blocks: Blocks, alpha_K: np.ndarray | None = None) -> dict:
@@ -246,24 +255,57 @@ def vertex_supports(g_NxK: np.ndarray, yhat_N: np.ndarray, tol: float = 1e-7) ->
     return list(found.items())
 
 
+def _dual(pred_N: np.ndarray, y_N: np.ndarray, loss: str) -> np.ndarray:
+    """``λ* = −∇_ŷ L`` at the optimal prediction: ``(y − ŷ)/n`` (squared), ``y σ(−yŷ)/n`` (logistic)."""
+    if loss == "squared":
+        return (y_N - pred_N) / len(y_N)
+    return y_N * 0.5 * (1 - np.tanh(0.5 * y_N * pred_N)) / len(y_N)
+
+
+def _block_duals(x_NxD: np.ndarray, d_PxN: np.ndarray, lam_N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``c_k = max_{v ∈ K_k, ‖v‖₂ ≤ 1} s_k λᵀD_k X v`` and the maximisers, for the 2P blocks (v's then u's):
+    one separable SOCP. KKT of C1 (Mishkin & Pilanci 2023, Lemma 2.1): optimal ⇔ ``c_k ≤ β`` for every
+    block with equality on the blocks in use; the maximiser of a positive linear form over a cone ∩
+    ball is unique, which fixes each active block's direction."""
+    cp = _cvxpy()
+    v, u, cons, _ = _cone_problem(x_NxD, d_PxN)
+    g_PxD = (d_PxN * lam_N[None, :]) @ x_NxD  # row i: (D_i X)ᵀλ
+    cons += [cp.norm(v, 2, axis=1) <= 1, cp.norm(u, 2, axis=1) <= 1]
+    prob = cp.Problem(cp.Maximize(cp.sum(cp.multiply(g_PxD, v)) - cp.sum(cp.multiply(g_PxD, u))), cons)
+    _solve(prob)
+    dirs = np.concatenate([v.value, u.value])
+    return np.concatenate([np.sum(g_PxD * v.value, axis=1), -np.sum(g_PxD * u.value, axis=1)]), dirs
+
+
 def weight_decay_optimum(x_NxD: np.ndarray, y_N: np.ndarray, d_PxN: np.ndarray, beta: float,
                          loss: str = "squared") -> WeightDecaySolution:
-    """C1 with the optimal polytope's critical widths (module docstring). The active blocks are
-    the support of the interior-point solution, which lies in the relative interior of the
-    optimal face, so it holds every block that any optimum uses; ``m*`` and ``M*`` are the least
-    and largest vertex supports; the returned network is a least-support vertex."""
+    """C1 with the optimal polytope's critical widths (module docstring). Candidate blocks are
+    those with ``c_k ≥ β(1 − 10⁻³)`` in the dual certificate (:func:`_block_duals`) or used by the
+    solver; directions are the solver's where it uses the block, else the certificate's maximiser.
+    ``m*`` and ``M*`` are the least and largest supports of the vertices of ``{α ≥ 0 : Gα = ŷ*}``
+    whose penalty ``Σα`` equals the optimum's (10⁻⁵ relative), which removes near-active blocks;
+    the returned network is a least-support vertex."""
     value, blocks, solver = weight_decay_program(x_NxD, y_N, d_PxN, beta, loss)
-    n_active = len(blocks.sign_K)
-    if n_active == 0:
-        return WeightDecaySolution(value, _empty_network(x_NxD.shape[1]), 0, 0, 0, ((),), solver)
+    p = len(d_PxN)
     norms = np.linalg.norm(blocks.v_KxD, axis=1)
-    unit = Blocks(blocks.v_KxD / norms[:, None], blocks.sign_K, blocks.pattern_K, norms)
+    yhat = blocks.columns(x_NxD, d_PxN).sum(axis=1)
+    c_2P, dirs_2PxD = _block_duals(x_NxD, d_PxN, _dual(yhat, y_N, loss))
+    used = blocks.pattern_K + p * (blocks.sign_K < 0)
+    dirs_2PxD = dirs_2PxD / np.maximum(np.linalg.norm(dirs_2PxD, axis=1), 1e-300)[:, None]
+    dirs_2PxD[used] = blocks.v_KxD / norms[:, None]
+    active = np.flatnonzero(c_2P >= beta * (1 - 1e-3))  # generous: vertices are filtered by cost below
+    active = np.union1d(active, used)
+    n_active = len(active)
+    if n_active == 0:
+        return WeightDecaySolution(value, _empty_network(x_NxD.shape[1]), 0, 0, 0, ((),), solver, float(c_2P.max() / beta))
+    unit = Blocks(dirs_2PxD[active], np.where(active < p, 1.0, -1.0), active % p, np.ones(n_active))
     g_NxK = unit.columns(x_NxD, d_PxN)
-    yhat = g_NxK @ norms
     try:
         verts = vertex_supports(g_NxK, yhat)
     except ValueError:
         verts = []
+    # a vertex is optimal iff its penalty Σα equals the optimum's (λ*ᵀG_k = β on the true active set)
+    verts = [(sup, a) for sup, a in verts if abs(a.sum() - norms.sum()) <= 1e-5 * norms.sum()]
     if verts:
         support, alpha = min(verts, key=lambda sa: len(sa[0]))
         m_star, big_m = len(support), max(len(s) for s, _ in verts)
@@ -271,7 +313,8 @@ def weight_decay_optimum(x_NxD: np.ndarray, y_N: np.ndarray, d_PxN: np.ndarray, 
         alpha = _basic_solution(g_NxK, yhat, np.ones(n_active))
         m_star, big_m = int((alpha > 0).sum()), None
     network = weight_decay_network(unit, alpha)
-    return WeightDecaySolution(value, network, m_star, big_m, n_active, tuple(s for s, _ in verts), solver)
+    return WeightDecaySolution(value, network, m_star, big_m, n_active, tuple(s for s, _ in verts), solver,
+                               float(c_2P.max() / beta))
 
 
 def staircase_width(m_star: int, big_m: int | None, n: int) -> int:
@@ -337,7 +380,7 @@ def muon_full_program(x_NxD: np.ndarray, y_N: np.ndarray, d_PxN: np.ndarray, r_w
     solver = _solve(prob)
     v = np.stack([zk.value[:d, d] for zk in z])
     t = np.array([max(zk.value[d, d], 0.0) for zk in z])
-    return float(prob.value), _keep(v, t, t), solver
+    return float(prob.value), _keep(v, t, t, r_a**2), solver
 
 
 def muon_full_network(blocks: Blocks) -> dict:
@@ -361,7 +404,7 @@ def linf_program(x_NxD: np.ndarray, y_N: np.ndarray, d_PxN: np.ndarray, budget: 
     solver = _solve(prob)
     blocks = np.concatenate([v.value, u.value])
     sup = np.abs(blocks).max(axis=1)
-    return float(prob.value), _keep(blocks, sup, sup), solver
+    return float(prob.value), _keep(blocks, sup, sup, _block_scale(x_NxD, y_N)), solver
 
 
 def box_network(blocks: Blocks, x_NxD: np.ndarray, d_PxN: np.ndarray, r_w: float, r_a: float) -> dict:
@@ -596,8 +639,9 @@ def claim_convex_exactness(n: int = 3, beta: float = 0.1, lam_muon: float = 2.0,
     (ii) no trained network beats it — gradient descent on ``L + (β/2)‖θ‖²`` (C1, width n + 1)
     and projected gradient descent into the Muon-full set of :class:`ConstraintSet` at ``λ_M``
     (C2 at width ``m = n + 3``, so ``r_W = s(m)/λ_M`` with Muon's shape factor and ``r_a = 1/λ_M``)
-    from ``n_seeds`` seeds — and (iii) the widths are as bounded: ``m* ≤ n + 1`` and the C2
-    network after lifted Carathéodory has ``≤ n + d(d+1)/2`` neurons."""
+    from ``n_seeds`` seeds — (iii) the widths are as bounded: ``m* ≤ n + 1`` and the C2
+    network after lifted Carathéodory has ``≤ n + d(d+1)/2`` neurons; and (iv) the C1 dual
+    certificate ``max_k c_k/β`` is 1 (10⁻³: optimal over all patterns, the active blocks at β)."""
     x, y = _circle_data(n, seed)
     d_PxN = pat.enumerate_2d(x)
     wd = weight_decay_optimum(x, y, d_PxN, beta)
@@ -614,10 +658,11 @@ def claim_convex_exactness(n: int = 3, beta: float = 0.1, lam_muon: float = 2.0,
     mf_trained = [data_loss(forward(p, x), y) for p in
                   _trained(x, y, m, _mse_objective, _projected_gd(0.2, cset.project), seeds, steps)]
     passed = (_rel(wd_rec, wd.value) <= tol and min(wd_trained) >= wd.value * (1 - tol) and wd.m_star <= n + 1
+              and abs(wd.dual_ratio - 1) <= 1e-3
               and _rel(mf_rec, mf_value) <= tol and min(mf_trained) >= mf_value * (1 - tol)
               and mf_norm <= 1 + tol and len(mf_net["a"]) <= n + 3)
     numbers = {"n": n, "patterns": len(d_PxN), "c1_value": wd.value, "c1_recovered": wd_rec, "c1_best_trained": min(wd_trained),
-               "m_star": wd.m_star, "M_star": -1 if wd.M_star is None else wd.M_star,
+               "m_star": wd.m_star, "M_star": -1 if wd.M_star is None else wd.M_star, "c1_dual_ratio": wd.dual_ratio,
                "c2_value": mf_value, "c2_recovered": mf_rec, "c2_best_trained": min(mf_trained),
                "c2_width": len(mf_net["a"]), "c2_width_bound": n + 3, "c2_relative_norm": float(mf_norm)}
     return ClaimResult("F.3", "recovered networks attain the convex values; no trained network beats them; widths as bounded",
