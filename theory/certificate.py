@@ -9,7 +9,7 @@ on the neuron magnitudes let
     g_C(φ) = min_{|c_j| ≤ C} L(c, φ),                                               (E.3)
 
 a 2-variable box-constrained least squares: the minimiser of a convex quadratic over a box is
-either the unconstrained minimiser (when it lies inside) or lies on an edge, where the 1-D
+either the unconstrained minimiser (when it lies inside) or on an edge, where the 1-D
 minimiser is the clipped unconstrained one; so ``g_C`` is the least of five candidates
 (interior, ``c_1 = ±C``, ``c_2 = ±C``), computed in closed form and vectorised over a grid
 (:func:`g_box`, JAX float64, runs batched on a GPU).
@@ -99,7 +99,7 @@ def _g_box(phi_Gx2, c_max, theta_N, y_N):
     g11, g22, g12 = (a1 * a1).sum(-1), (a2 * a2).sum(-1), (a1 * a2).sum(-1)
     b1, b2 = (a1 * y_N[None, :]).sum(-1), (a2 * y_N[None, :]).sum(-1)
     det = g11 * g22 - g12**2
-    ok = det > 1e-12 * g11 * g22
+    ok = det > 0  # a feasible candidate can only lower the min; near-parallel columns leave it to the edges
     safe = jnp.where(ok, det, 1.0)
     c_int = jnp.stack([(g22 * b1 - g12 * b2) / safe, (g11 * b2 - g12 * b1) / safe], -1)
     inside = ok & jnp.all(jnp.abs(c_int) <= c_max, axis=-1)
@@ -120,13 +120,19 @@ def _clip_ratio(num, den, c_max):
     return jnp.clip(num / jnp.where(den > 0, den, 1.0), -c_max, c_max) * (den > 0)
 
 
-def g_grid(n_grid: int, c_max: float, theta_N=None, y_N=None) -> tuple[np.ndarray, np.ndarray]:
-    """``g_C`` and its minimiser on the N×N grid of cell centres: ``(N, N)`` and ``(N, N, 2)``."""
+def g_grid(n_grid: int, c_max: float, theta_N=None, y_N=None, max_batch: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+    """``g_C`` and its minimiser on the N×N grid of cell centres: ``(N, N)`` and ``(N, N, 2)``,
+    evaluated in blocks of rows of at most ``max_batch`` points (bounded memory, one compilation)."""
     theta_N, y_N = _theta_y(theta_N, y_N)
     phi = centres(n_grid)
-    p1, p2 = np.meshgrid(phi, phi, indexing="ij")
-    g, c = g_box(np.stack([p1.ravel(), p2.ravel()], -1), c_max, theta_N, y_N)
-    return np.asarray(g).reshape(n_grid, n_grid), np.asarray(c).reshape(n_grid, n_grid, 2)
+    rows = max(1, min(n_grid, max_batch // n_grid))
+    g, c = np.empty((n_grid, n_grid)), np.empty((n_grid, n_grid, 2))
+    for start in range(0, n_grid, rows):
+        idx = np.arange(start, start + rows) % n_grid  # the last block wraps round: same shape, no recompilation
+        p1, p2 = np.meshgrid(phi[idx], phi, indexing="ij")
+        gb, cb = g_box(np.stack([p1.ravel(), p2.ravel()], -1), c_max, theta_N, y_N)
+        g[idx], c[idx] = np.asarray(gb).reshape(rows, n_grid), np.asarray(cb).reshape(rows, n_grid, 2)
+    return g, c
 
 
 def lower_bound(g_NxN: np.ndarray, c_max: float, n_points: int, width: int = 2) -> np.ndarray:
