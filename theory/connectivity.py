@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-from connect import barrier, losses, paths, spectra
+from connect import barrier, losses, optimizers, paths, spectra, training
 from connect.constraints import KINDS, ConstraintSet
 from connect.errors import UserError
 from connect.models import relu
@@ -249,6 +249,27 @@ def zero_loss_pair(constraint: ConstraintSet, n: int, d: int, m: int, seed: int,
     raise RuntimeError("no zero-loss network B inside the set found: lower `scale`")
 
 
+def trained_pair(optimizer: str, n: int, d: int, m: int, lam: float, seed: int, steps: int = 2000, lr: float = 0.01):
+    """Two bias-free networks trained from seeds ``seed`` and ``seed + 1`` by ``optimizer`` of
+    :mod:`connect.optimizers` (full batch, float32, squared loss) on random data, moved to float64
+    and projected onto the optimizer's set (training ends only near it: THEORY.md §F.2). Returns
+    ``(x, y, A, B, cset, projection distances)``."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(n, d)), rng.normal(size=n)
+    cfg = relu.ReluConfig(d_in=d, width=m, bias=False)
+    trained, _ = training.train(lambda k: relu.init(k, cfg), lambda p, xx, yy: losses.mse(relu.apply(p, xx), yy),
+                                optimizers.make(optimizer, lr, lam, ("W",)), [seed, seed + 1],
+                                jnp.asarray(x, dtype=jnp.float32), jnp.asarray(y, dtype=jnp.float32), steps)
+    cset = optimizers.constraint(optimizer, lam, ("W",))
+    ends, dist = [], []
+    with jax.enable_x64(True):
+        for i in range(2):
+            p = {k: jnp.asarray(np.asarray(v[i], dtype=np.float64)) for k, v in trained.items()}
+            dist.append(float(cset.distance(p)))
+            ends.append({k: np.asarray(v) for k, v in cset.project(p).items()})
+    return x, y, ends[0], ends[1], cset, dist
+
+
 def saturated_box_pair(n: int, d: int, m: int, lam: float, seed: int):
     """A box instance at full capacity: every ``w_j = r·1``, ``a_j = r`` (``r = 1/λ``) on positive
     inputs gives ``ŷ_i = m r² Σ_k x_ik``, the box's largest value (THEORY.md §B), which no other
@@ -268,7 +289,9 @@ def claim_connect(n: int = 4, d: int = 2, lam: float = 1.0, seed: int = 0, tol: 
     ``k_A + k_B ≤ m`` holds, CONNECT joins two different zero-loss networks of the set by a path
     whose loss barrier (ordinary :mod:`connect.barrier` code on :func:`connect.models.relu.apply`)
     is ≤ tol and that stays in the set, while the straight line between the same endpoints has a
-    clear barrier (above 1% of ``L0 = ½ mean y²``, the loss of the zero network). A box instance at full capacity (``k_A + k_B = 2m > m``) is reported
+    clear barrier (above 1% of ``L0 = ½ mean y²``, the loss of the zero network). The same for
+    two AdamW-trained networks (width 4n, λ = 0.5, projected onto their box; their losses differ,
+    so the bound is ``max(L_A, L_B)``). A box instance at full capacity (``k_A + k_B = 2m > m``) is reported
     INCONCLUSIVE."""
     cases = {"muon_full": 2 * (n + d * (d + 1) // 2), "l2": 2 * (n + 1), "none": 2 * (n + 1), "linf": 4 * n, "muon": 4 * n}
     numbers, passed = {}, True
@@ -290,6 +313,18 @@ def claim_connect(n: int = 4, d: int = 2, lam: float = 1.0, seed: int = 0, tol: 
                         f"{kind}_path_barrier": rep["max_barrier"], f"{kind}_path_max_relative_norm": rep["max_relative_norm"],
                         f"{kind}_linear_barrier_over_L0": line["max_barrier"] / zero_loss})
         passed &= rep["max_barrier"] <= tol and rep["max_relative_norm"] <= 1 + tol and line["max_barrier"] > 0.01 * zero_loss
+    x, y, pa, pb, cset, dist = trained_pair("adamw", n, d, 4 * n, lam=0.5, seed=seed)
+    out = connect_pair(pa, pb, x, y, cset, tol=tol)
+    line = path_report(linear_path(pa, pb), x, y, cset, ts)
+    numbers.update({"adamw_trained_projection_distance": max(dist), "adamw_trained_linear_barrier": line["max_barrier"],
+                    "adamw_trained_result": "path" if isinstance(out, ConstructivePath) else f"INCONCLUSIVE: {out.reason}"})
+    if isinstance(out, ConstructivePath):
+        rep = path_report(out, x, y, cset, np.linspace(0.0, 1.0, 8 * len(out.segments) + 1))
+        numbers.update({"adamw_trained_path_barrier": rep["max_barrier"], "adamw_trained_k_a": out.numbers["k_a"],
+                        "adamw_trained_k_b": out.numbers["k_b"]})
+        passed &= rep["max_barrier"] <= tol and rep["max_relative_norm"] <= 1 + tol and line["max_barrier"] > 1e3 * tol
+    else:
+        passed = False
     m_sat = 2 * n
     x, y, pa, pb = saturated_box_pair(n, d, m_sat, lam, seed)
     out = connect_pair(pa, pb, x, y, ConstraintSet("linf", lam), tol=tol)
