@@ -119,3 +119,40 @@ def test_train_runs_report_consistent_numbers():
         assert row["box_orbit"] <= row["box_relative"] * (1 + 1e-12)
         assert 0 <= row["nearest"] < 2 and row["distance"] >= 0
     assert out["loss_curves"].shape == (2, 200)
+
+
+def test_muon_full_update_and_ball():
+    """Muon-full: the first update of a is ``−η(g/‖g‖₂ + λa)`` (msign of a row), and from inside
+    the ball ``{‖W‖₂ ≤ 1/λ, ‖a‖₂ ≤ 1/λ}`` the iterates stay inside (ηλ ≤ 1, unit-norm directions)."""
+    import optax
+
+    lr, lam = 0.05, ex.LAM_MUON_FULL
+    opt = ex._muon_full(lr, lam)
+    rng = np.random.default_rng(6)
+    with jax.enable_x64(True):
+        p = {"W": jnp.asarray(rng.normal(size=(2, 2)) * 0.3), "a": jnp.asarray(rng.normal(size=2) * 0.3)}
+        g = {"W": jnp.asarray(rng.normal(size=(2, 2))), "a": jnp.asarray(rng.normal(size=2))}
+        upd, _ = opt.update(g, opt.init(p), p)
+        ga = np.asarray(g["a"])
+        np.testing.assert_allclose(np.asarray(upd["a"]), -lr * (ga / np.linalg.norm(ga) + lam * np.asarray(p["a"])), atol=1e-12)
+        u, _, vt = np.linalg.svd(np.asarray(g["W"]))
+        np.testing.assert_allclose(np.asarray(upd["W"]), -lr * (u @ vt + lam * np.asarray(p["W"])), atol=1e-12)
+    out = ex.train_runs("muon_full", [0, 1], steps=100, lr=lr)
+    for row in out["runs"]:
+        w, a = row["params"]["W"], row["params"]["a"]
+        assert row["muon_full_relative"] == pytest.approx(max(lam * np.linalg.norm(w, 2), lam * np.linalg.norm(a)), rel=1e-12)
+    with jax.enable_x64(True):
+        x, y = map(jnp.asarray, ex.data())
+
+        @jax.jit
+        def step(q, state):
+            upd, state = opt.update(jax.grad(ex._mse)(q, x, y), state, q)
+            return optax.apply_updates(q, upd), state
+
+        q = {"W": jnp.asarray(rng.normal(size=(2, 2)) * 0.2), "a": jnp.asarray(rng.normal(size=2) * 0.2)}
+        state = opt.init(q)
+        worst = 0.0
+        for _ in range(300):
+            q, state = step(q, state)
+            worst = max(worst, lam * np.linalg.norm(np.asarray(q["W"]), 2), lam * np.linalg.norm(np.asarray(q["a"])))
+    assert 0.5 < worst <= 1 + 1e-12

@@ -441,7 +441,7 @@ def claim_small_width_example(n_grids=(256, 512), seed: int = 0, tol: float = 1e
                        "none at widths 3-4", bool(passed), nums, tol)
 
 
-def example_results(n_grids=(64, 128, 256, 512), widths=(2, 3, 4), optimizers=("adamw", "muon_exact", "muon"),
+def example_results(n_grids=(64, 128, 256, 512), widths=(2, 3, 4), optimizers=("adamw", "muon_exact", "muon", "muon_full"),
                     seeds=tuple(range(32)), steps: int = 4000) -> dict:
     """Everything §E reports, for the CLI and :mod:`theory.figures`: the zero-loss configurations
     and their regions, :func:`certify` at each N, :func:`wide_path` barriers at each width ≥ 3,

@@ -47,6 +47,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import scipy.optimize
 
 from connect import losses, optimizers, training
@@ -271,8 +272,26 @@ def quotient_distance(c_a, phi_a, c_b, phi_b) -> float:
 
 #: Decay each trained optimizer uses by default: AdamW the box's λ_A; the registry's Muon
 #: (Newton–Schulz ``muon`` and exact-msign ``muon_exact``) is Muon on W and AdamW on a — the
-#: hybrid set — so λ_H.
-DEFAULT_LAM = {"adamw": LAM_ADAMW, "muon": LAM_HYBRID, "muon_exact": LAM_HYBRID}
+#: hybrid set — so λ_H; ``muon_full`` (exact msign on W and on the row a, :func:`_muon_full`) λ_M.
+DEFAULT_LAM = {"adamw": LAM_ADAMW, "muon": LAM_HYBRID, "muon_exact": LAM_HYBRID, "muon_full": LAM_MUON_FULL}
+
+
+def _muon_full(lr: float, lam: float) -> optax.GradientTransformation:
+    """Muon-full (THEORY.md §B): exact-msign Muon (:func:`connect.optimizers.scale_by_muon`) on W
+    and on the output weights as a 1×m row, whose msign is ``g/‖g‖₂``; decoupled decay λ, the
+    registry's convention ``θ ← θ − η(u + λθ)``. Its set is ``‖W‖₂ ≤ s/λ``, ``‖a‖₂ ≤ 1/λ``."""
+    direction = optimizers.scale_by_muon(exact=True)
+    row = optax.GradientTransformation(
+        lambda params: direction.init(jax.tree.map(lambda p: p[None], params)),
+        lambda updates, state, params=None: _unrow(direction.update(jax.tree.map(lambda g: g[None], updates), state)))
+    labels = lambda params: {k: ("W" if k == "W" else "row") for k in params}  # noqa: E731
+    return optax.multi_transform({name: optax.chain(t, optax.add_decayed_weights(lam), optax.scale_by_learning_rate(lr))
+                                  for name, t in (("W", direction), ("row", row))}, labels)
+
+
+def _unrow(out):
+    updates, state = out
+    return jax.tree.map(lambda u: u[0], updates), state
 
 
 def train_runs(optimizer: str, seeds, width: int = 2, steps: int = 4000, lr: float = 0.01, lam: float | None = None,
@@ -285,7 +304,10 @@ def train_runs(optimizer: str, seeds, width: int = 2, steps: int = 4000, lr: flo
     lam = DEFAULT_LAM[optimizer] if lam is None else float(lam)
     x_np, y_np = data()
     cfg = relu.ReluConfig(d_in=2, width=width, bias=False)
-    opt = optimizers.make(optimizer, lr, lam, relu.MUON_MATRICES)
+    if optimizer == "muon_full":
+        opt = _MUON_FULL.setdefault((lr, lam), _muon_full(lr, lam))  # one object per setting: the trainer's jit reuses it
+    else:
+        opt = optimizers.make(optimizer, lr, lam, relu.MUON_MATRICES)
     with jax.enable_x64(True):
         x, y = jnp.asarray(x_np), jnp.asarray(y_np)
         params_S, loss_SxT = training.train(_Init(cfg), _mse, opt, list(seeds), x, y, steps)
@@ -327,6 +349,9 @@ class _Init:
 
     def __eq__(self, other):
         return isinstance(other, _Init) and other.cfg == self.cfg
+
+
+_MUON_FULL: dict = {}
 
 
 def _mse(params, x, y):

@@ -20,7 +20,7 @@ from theory import certificate as ce  # noqa: E402
 _REGION_STYLE = {"box": ("tab:blue", "o", "box (AdamW, λ_A)"), "muon_full": ("tab:red", "s", "Muon-full (λ_M)"),
                  "none": ("0.4", "x", "neither")}
 _OPT_STYLE = {"adamw": ("tab:blue", "AdamW"), "muon": ("tab:orange", "Muon (Newton–Schulz)"),
-              "muon_exact": ("tab:red", "Muon (exact msign)")}
+              "muon_exact": ("tab:red", "Muon (exact msign)"), "muon_full": ("tab:purple", "Muon-full (exact msign)")}
 
 
 def _save(fig, out_dir: str, name: str) -> list[str]:
