@@ -114,14 +114,28 @@ def test_bad_inputs_raise_one_line_user_errors():
 def test_reduction_keeps_outputs_and_norms_piece_by_piece():
     cset = ConstraintSet("muon_full", 1.0, ("W",))
     x, y, pa, _ = connectivity.zero_loss_pair(cset, N, D, 14, seed=6)
-    seg = connectivity.reduce(pa, x, cset)
+    seg, info = connectivity.reduce(pa, x, cset)
     gram = pa["W"].T @ pa["W"]
     for piece in seg.pieces():
         for s in np.linspace(0, 1, 9):
             q = piece(s)
             np.testing.assert_allclose(constructive.outputs(q, x), y, atol=1e-12)
             np.testing.assert_allclose(q["W"].T @ q["W"], gram, atol=1e-12)
-    assert constructive.support(seg.end).size <= N + 3
+    assert constructive.support(seg.end).size == info["support"] <= info["bound"] == N + 3
+
+
+def test_box_reduction_obeys_the_lp_bound_and_stays_in_the_box():
+    cset = ConstraintSet("linf", 1.0)
+    x, y, pa, _ = connectivity.zero_loss_pair(cset, N, D, 20, seed=7, scale=0.4)
+    seg, info = connectivity.reduce(pa, x, cset)
+    a = seg.end["a"]
+    assert constructive.support(seg.end).size == np.count_nonzero(a) == info["support"]
+    assert info["support"] <= N + int(np.floor(np.abs(a).sum() + 1e-9)) == info["bound"]  # r = 1: ⌊τ/r²⌋ = ⌊‖a‖₁⌋
+    for piece in seg.pieces():
+        for s in np.linspace(0, 1, 9):
+            q = piece(s)
+            np.testing.assert_allclose(constructive.outputs(q, x), y, atol=1e-12)
+            assert float(cset.relative_norm({k: jnp.asarray(v) for k, v in q.items()})) <= 1 + 1e-12
 
 
 def test_claims_f1_and_f6_pass():
@@ -131,3 +145,17 @@ def test_claims_f1_and_f6_pass():
     assert res.passed, res.line()
     assert res.numbers["box_saturated_result"] == "INCONCLUSIVE"
     assert res.numbers["muon_full_path_barrier"] <= 1e-9 < res.numbers["muon_full_linear_barrier"]
+
+
+def test_fold_bias_keeps_the_function_and_the_box_and_refuses_muon():
+    rng = np.random.default_rng(8)
+    p = {"W": rng.normal(size=(5, 3)), "b": rng.normal(size=5), "a": rng.normal(size=5)}
+    x = rng.normal(size=(7, 3))
+    box = ConstraintSet("linf", 0.5)
+    folded, x1 = connectivity.fold_bias(p, x, box)
+    ref = relu.apply({k: jnp.asarray(v) for k, v in p.items()}, jnp.asarray(x))
+    np.testing.assert_allclose(constructive.outputs(folded, x1), np.asarray(ref), atol=1e-12)
+    assert float(box.relative_norm({k: jnp.asarray(v) for k, v in folded.items()})) == pytest.approx(
+        float(box.relative_norm({k: jnp.asarray(v) for k, v in p.items()})), rel=1e-15)
+    with pytest.raises(UserError, match="bias"):
+        connectivity.fold_bias(p, x, ConstraintSet("muon", 0.5, ("W",)))

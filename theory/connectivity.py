@@ -86,18 +86,23 @@ def _free(constraint: ConstraintSet) -> bool:
     return constraint.kind == "none" or constraint.lam == 0
 
 
-def reduce(params: dict, x_NxD, constraint: ConstraintSet) -> constructive.Segment:
-    """Step 1 of CONNECT (module docstring): a ŷ-keeping segment inside C to a small support."""
+def reduce(params: dict, x_NxD, constraint: ConstraintSet) -> tuple[constructive.Segment, dict]:
+    """Step 1 of CONNECT (module docstring): a ŷ-keeping segment inside C to a small support, and
+    ``{"support", "bound"}``: the support reached and the width bound it must obey (P3's
+    ``n + ⌊τ/r²⌋``, P4's ``n + d(d+1)/2`` or ``n + 1``)."""
     p = constructive.as_float64(params)
+    n, d = np.shape(x_NxD)
     if constraint.kind in ("linf", "muon") and not _free(constraint):
         r_w, r_a = _radii(constraint, p["W"].shape)
         p1 = constructive.balance_box(p, r_w) if constraint.kind == "linf" else constructive.balance_spectral(p, r_w)
-        a_sparse, _ = constructive.sparsest_output(p1.end, x_NxD, r_a)
+        a_sparse, info = constructive.sparsest_output(p1.end, x_NxD, r_a)
         p3 = constructive.output_move(p1.end, a_sparse)
         cut = constructive.prune(p3.end)
-        return constructive.concatenate("reduce: P1 + P3", [p1, p3, cut], p)
-    track = "gram" if constraint.kind == "muon_full" and not _free(constraint) else "frobenius"
-    return constructive.caratheodory(p, x_NxD, track)
+        seg, bound = constructive.concatenate("reduce: P1 + P3", [p1, p3, cut], p), info["bound"]
+    else:
+        track = "gram" if constraint.kind == "muon_full" and not _free(constraint) else "frobenius"
+        seg, bound = constructive.caratheodory(p, x_NxD, track), n + (d * (d + 1) // 2 if track == "gram" else 1)
+    return seg, {"support": int(constructive.support(seg.end).size), "bound": int(bound)}
 
 
 def connect_pair(params_a: dict, params_b: dict, x, y, constraint: ConstraintSet, *, loss: str = "squared",
@@ -114,17 +119,18 @@ def connect_pair(params_a: dict, params_b: dict, x, y, constraint: ConstraintSet
             if rel(p) > 1 + tol:
                 return Inconclusive(f"endpoint {tag} lies outside the set (relative norm {rel(p):.6g})", -1, -1, m,
                                     {"relative_norm": rel(p)})
-        red_a, red_b = reduce(pa, x, constraint), reduce(pb, x, constraint)
+        (red_a, info_a), (red_b, info_b) = reduce(pa, x, constraint), reduce(pb, x, constraint)
         s_a, s_b = constructive.support(red_a.end), constructive.support(red_b.end)
+        bounds = {"bound_a": info_a["bound"], "bound_b": info_b["bound"]}
         if s_a.size + s_b.size > m:
             return Inconclusive(f"supports after reduction k_A + k_B = {s_a.size} + {s_b.size} exceed the width {m}",
-                                int(s_a.size), int(s_b.size), m)
+                                int(s_a.size), int(s_b.size), m, bounds)
         free = np.setdiff1d(np.arange(m), np.union1d(s_a, s_b))
         clash = np.intersect1d(s_a, s_b)
         move = constructive.transfer(red_b.end, list(zip(clash.tolist(), free[: clash.size].tolist())))
         pieces = red_a.pieces() + [constructive.merge(red_a.end, move.end), move.reversed()] + red_b.reversed().pieces()
         path = ConstructivePath(tuple(pieces), {"k_a": int(s_a.size), "k_b": int(s_b.size), "width": m,
-                                                "moved": int(clash.size)})
+                                                "moved": int(clash.size), **bounds})
         return _check(path, loss_fn, rel, max(loss_fn(pa), loss_fn(pb)), tol, n_check)
 
 
@@ -192,6 +198,19 @@ def _validate(params_a, params_b, x, y, constraint: ConstraintSet, loss: str) ->
         raise UserError(f"data shapes x{np.shape(x)}, y{np.shape(y)} do not fit W{np.shape(params_a['W'])}: need x (n, d), y (n,)")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise UserError("the data contain NaN or inf: clean them first")
+
+
+def fold_bias(params: dict, x_NxD, constraint: ConstraintSet) -> tuple[dict, np.ndarray]:
+    """A network with bias as a bias-free one on inputs with a ones column (THEORY.md §A):
+    ``W' = [W | b]``, ``x' = [x | 1]``, the same function. The set is unchanged for the box (b is
+    capped like every entry of W) and for weight decay (``‖W'‖_F² = ‖W‖_F² + ‖b‖²``); Muon and ℓ₂
+    constrain b as its own vector, which folding would change, so they are refused."""
+    if not (_free(constraint) or constraint.kind == "linf"):
+        raise UserError(f"CONNECT with a bias is exact only for the box and weight decay, not {constraint.kind!r}: "
+                        "train bias-free networks (ReluConfig(bias=False))")
+    w = np.hstack([np.asarray(params["W"], dtype=np.float64), np.asarray(params["b"], dtype=np.float64)[:, None]])
+    x = np.asarray(x_NxD, dtype=np.float64)
+    return {"W": w, "a": np.asarray(params["a"], dtype=np.float64)}, np.hstack([x, np.ones((x.shape[0], 1))])
 
 
 def path_report(path, x, y, constraint: ConstraintSet, ts, loss: str = "squared") -> dict:
@@ -286,7 +305,8 @@ def saturated_box_pair(n: int, d: int, m: int, lam: float, seed: int):
 def claim_connect(n: int = 4, d: int = 2, lam: float = 1.0, seed: int = 0, tol: float = 1e-9) -> ClaimResult:
     """THEORY.md §F.6 (§D CONNECT): at width ``m = 2(n + d(d+1)/2)`` for Muon-full and
     ``m = 2(n + 1)`` for ℓ₂ and weight decay, and for the box and hybrid at ``m = 4n`` where
-    ``k_A + k_B ≤ m`` holds, CONNECT joins two different zero-loss networks of the set by a path
+    ``k_A + k_B ≤ m`` holds, each endpoint reduces within its bound (P3 ``n + ⌊τ/r²⌋``, P4
+    ``n + d(d+1)/2`` resp. ``n + 1``) and CONNECT joins two different zero-loss networks of the set by a path
     whose loss barrier (ordinary :mod:`connect.barrier` code on :func:`connect.models.relu.apply`)
     is ≤ tol and that stays in the set, while the straight line between the same endpoints has a
     clear barrier (above 1% of ``L0 = ½ mean y²``, the loss of the zero network). The same for
@@ -313,6 +333,8 @@ def claim_connect(n: int = 4, d: int = 2, lam: float = 1.0, seed: int = 0, tol: 
                         f"{kind}_path_barrier": rep["max_barrier"], f"{kind}_path_max_relative_norm": rep["max_relative_norm"],
                         f"{kind}_linear_barrier_over_L0": line["max_barrier"] / zero_loss})
         passed &= rep["max_barrier"] <= tol and rep["max_relative_norm"] <= 1 + tol and line["max_barrier"] > 0.01 * zero_loss
+        passed &= out.numbers["k_a"] <= out.numbers["bound_a"] and out.numbers["k_b"] <= out.numbers["bound_b"]
+        numbers.update({f"{kind}_bound_a": out.numbers["bound_a"], f"{kind}_bound_b": out.numbers["bound_b"]})
     x, y, pa, pb, cset, dist = trained_pair("adamw", n, d, 4 * n, lam=0.5, seed=seed)
     out = connect_pair(pa, pb, x, y, cset, tol=tol)
     line = path_report(linear_path(pa, pb), x, y, cset, ts)
@@ -371,7 +393,8 @@ def claim_geometry(m: int = 3, d: int = 3, lam: float = 0.7, n_random: int = 50,
     idempotent (``tol``), and its distance matches a brute-force SLSQP minimisation of
     ``‖z − θ‖`` over the set (1e-4 relative, SLSQP's own accuracy; tiny sizes); (ii) the inclusions
     ``C_op-full(r) ⊂ C_hyb(r) ⊂ C_∞(r)`` on random points of each set (``m ≤ d``, so Muon's shape
-    factor is 1 and all radii are r); (iii) P2 (√-transfer) and √k-splits keep ŷ, ``WᵀW`` and
+    factor is 1 and all radii are r; the numbers also show a point at m = 4 > d = 2 that is in the
+    hybrid set with the shape factor but not in the box: the inclusion needs s = 1); (iii) P2 (√-transfer) and √k-splits keep ŷ, ``WᵀW`` and
     ``‖a‖₂`` to 1e-12."""
     rng = np.random.default_rng(seed)
     sets = {k: ConstraintSet(k, lam, ("W",)) for k in KINDS}
@@ -393,7 +416,11 @@ def claim_geometry(m: int = 3, d: int = 3, lam: float = 0.7, n_random: int = 50,
             worst_incl = max(worst_incl, float(sets["muon"].relative_norm(full)) - 1.0,
                              float(sets["linf"].relative_norm(full)) - 1.0, float(sets["linf"].relative_norm(hyb)) - 1.0)
     worst_keep = _split_invariance(rng)
-    numbers = {"max_projection_excess": worst_out, "max_idempotence_error": worst_idem,
+    # with Keller Jordan's shape factor s = √(m/d) > 1 (m > d) the hybrid's W-radius is s·r, and the inclusion
+    # C_hyb ⊂ C_∞ fails: W = (1.3/λ) e₁e₁ᵀ at m = 4, d = 2 has ‖W‖₂ = 1.3/λ ≤ √2/λ but max|W| = 1.3/λ
+    tall = {"W": jnp.zeros((4, 2)).at[0, 0].set(1.3 / lam), "a": jnp.zeros(4)}
+    numbers = {"shape_factor_hyb_relative": float(sets["muon"].relative_norm(tall)),
+               "shape_factor_box_relative": float(sets["linf"].relative_norm(tall)),"max_projection_excess": worst_out, "max_idempotence_error": worst_idem,
                "max_brute_force_gap_rel": worst_brute, "max_inclusion_excess": worst_incl,
                "max_split_transfer_error": worst_keep}
     passed = worst_out <= tol and worst_idem <= tol and worst_brute <= 1e-4 and worst_incl <= tol and worst_keep <= 1e-12
