@@ -212,3 +212,18 @@ def test_p4_reduces_to_its_width_bound_keeping_outputs_and_gram(track, extra):
             assert a_norm <= prev + 1e-12
             prev = a_norm
     assert _max_dev(seg, x, y0) <= 1e-12  # the ordinary model code agrees
+
+
+def test_p2_transfer_of_several_neurons_keeps_outputs_gram_and_output_norm():
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(8, 3))
+    p = constructive.as_float64(_net(rng, 7, 3, [0, 1, 2, 3]))
+    seg = constructive.transfer(p, [(1, 5), (3, 6)])
+    y0, gram0, an0 = constructive.outputs(p, x), p["W"].T @ p["W"], np.linalg.norm(p["a"])
+    for s in S_GRID:
+        q = seg(s)
+        np.testing.assert_allclose(constructive.outputs(q, x), y0, atol=1e-12)
+        np.testing.assert_allclose(q["W"].T @ q["W"], gram0, atol=1e-12)
+        assert np.linalg.norm(q["a"]) == pytest.approx(an0, abs=1e-12)
+    np.testing.assert_array_equal(constructive.support(seg.end), [0, 2, 5, 6])
+    np.testing.assert_array_equal(seg.end["W"][5], p["W"][1])

@@ -46,7 +46,8 @@ LOSSES = {"squared": losses.mse, "logistic": losses.logistic}
 
 @dataclasses.dataclass(frozen=True)
 class Inconclusive:
-    """CONNECT could not certify a path; ``reason`` says why (never a silent pass)."""
+    """CONNECT could not certify a path; ``reason`` says why (never a silent pass). ``k_a``, ``k_b``:
+    the supports after reduction (−1 when it was not reached); ``numbers``: the failed check's values."""
 
     reason: str
     k_a: int

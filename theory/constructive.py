@@ -117,7 +117,7 @@ def outputs(params: dict, x_NxD) -> np.ndarray:
 
 
 def _xp(*arrays):
-    """jax.numpy when any input is a jax array, else numpy (keeps float64 numpy inputs in numpy)."""
+    """jax.numpy when any input is a jax array or tracer, else numpy (keeps float64 numpy inputs in numpy)."""
     return jnp if any(isinstance(x, jax.Array) for x in arrays) else np
 
 
@@ -133,7 +133,7 @@ def sqrt_transfer(params: dict, j: int, k: int, t) -> dict:
     if k in support(params):
         raise ValueError(f"slot {k} is not empty")
     w, a = params["W"], params["a"]
-    xp = _xp(w, a)
+    xp = _xp(w, a, t)
     keep, move = xp.sqrt(1 - t), xp.sqrt(t)
     slot = xp.arange(a.shape[0])
     a = xp.where(slot == k, move * a[j], xp.where(slot == j, keep * a[j], a))
@@ -145,7 +145,7 @@ def sqrt_merge(params_a: dict, params_b: dict, t) -> dict:
     """P5: ``(√(1−t) W_A + √t W_B, √(1−t) a_A + √t a_B)``; needs disjoint neuron supports."""
     if np.intersect1d(support(params_a), support(params_b)).size:
         raise ValueError("the √-merge needs disjoint neuron supports: move them apart with P2 first")
-    xp = _xp(params_a["W"], params_b["W"])
+    xp = _xp(params_a["W"], params_b["W"], t)
     return {k: xp.sqrt(1 - t) * params_a[k] + xp.sqrt(t) * params_b[k] for k in ("W", "a")}
 
 
