@@ -65,8 +65,8 @@ def landscape(cert: dict, configs: list[dict], regions: list[dict], out_dir: str
     fig.colorbar(img, ax=ax, label=r"$\log_{10} g_C(\varphi)$" + f", C = {cert['c_max']:.2f}")
     deg = np.rad2deg(ce.centres(n))
     if cert["lower"] > 0:
-        ax.contour(deg, deg, cert["lb"].T, levels=[cert["lower"]], colors="white", linewidths=1.0)
-        ax.plot([], [], c="white", lw=1.0, label=f"LB = certified {cert['lower']:.2e}")
+        ax.contour(deg, deg, cert["lb"].T, levels=[cert["lower"]], colors="magenta", linewidths=1.0)
+        ax.plot([], [], c="magenta", lw=1.0, label=f"LB = certified {cert['lower']:.2e}")
     path = _deg(cert["phi_T"])
     jump = np.abs(np.diff(path, axis=0)).max(axis=1) > 180  # do not draw across the wrap
     path = np.where(np.concatenate([[False], jump])[:, None], np.nan, path)
