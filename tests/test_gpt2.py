@@ -1,6 +1,7 @@
 """GPT-2: logits against a plain numpy forward pass, causality, bf16, heads, configs, init."""
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -12,13 +13,18 @@ from connect.errors import UserError
 from connect.models import gpt2
 
 TINY = gpt2.config("tiny")
-SMALL = gpt2.config("tiny", n_positions=16, n_embd=32, n_inner=64, vocab_size=48)
+B, T = 2, 24  # one token shape throughout, so jitted functions compile once per config
 
 # Jitted once per (config, dtype): eager op-by-op dispatch would dominate the run time.
 _init = jax.jit(gpt2.init, static_argnums=1)
-_apply = jax.jit(gpt2.apply, static_argnums=2, static_argnames="compute_dtype")
-_loss = jax.jit(gpt2.loss, static_argnums=3, static_argnames="compute_dtype")
-_grad = jax.jit(jax.grad(gpt2.loss), static_argnums=3, static_argnames="compute_dtype")
+_value_and_grad = jax.jit(jax.value_and_grad(gpt2.loss), static_argnums=3)
+
+
+@functools.partial(jax.jit, static_argnums=3, static_argnames="compute_dtype")
+def _forward(params, tokens_BxT, targets_BxT, cfg, compute_dtype=jnp.float32):
+    """Logits and loss of one batch."""
+    return (gpt2.apply(params, tokens_BxT, cfg, compute_dtype=compute_dtype),
+            gpt2.loss(params, tokens_BxT, targets_BxT, cfg, compute_dtype=compute_dtype))
 
 
 def _random_params(cfg, seed, scale=0.3):
@@ -71,80 +77,76 @@ def _numpy_gpt2(params, tokens_BxT, cfg):
     return np.stack(out)
 
 
-def _tokens(cfg, B, T, seed):
+def _tokens(cfg, seed):
     return jnp.asarray(np.random.default_rng(seed).integers(0, cfg.vocab_size, (B, T)), jnp.int32)
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_logits_match_numpy_forward(tied):
+def test_logits_and_loss_match_numpy_forward(tied):
     cfg = dataclasses.replace(TINY, tie_word_embeddings=tied)
     params = _random_params(cfg, seed=1, scale=0.1)
-    tokens = _tokens(cfg, 2, 24, seed=2)
-    logits = np.asarray(_apply(params, tokens, cfg))
+    tokens, targets = _tokens(cfg, seed=2), _tokens(cfg, seed=3)
+    logits, loss = _forward(params, tokens, targets, cfg)
     ref = _numpy_gpt2(params, tokens, cfg)
-    assert logits.dtype == np.float32 and logits.shape == (2, 24, cfg.vocab_size)
+    assert logits.dtype == jnp.float32 and logits.shape == (B, T, cfg.vocab_size)
     assert np.std(ref) > 0.5  # logits of order one: a real comparison, not one of near-zeros
-    np.testing.assert_allclose(logits, ref, atol=1e-5, rtol=0)
-
-
-def test_loss_is_mean_cross_entropy_of_numpy_logits():
-    params = _random_params(SMALL, seed=3, scale=0.1)
-    tokens, targets = _tokens(SMALL, 2, 9, seed=4), _tokens(SMALL, 2, 9, seed=5)
-    z = _numpy_gpt2(params, tokens, SMALL)
-    logp = z - z.max(-1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-5, rtol=0)
+    logp = ref - ref.max(-1, keepdims=True)
     logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
-    ref = -np.mean(np.take_along_axis(logp, np.asarray(targets)[..., None], -1))
-    np.testing.assert_allclose(float(_loss(params, tokens, targets, SMALL)), ref, rtol=1e-6, atol=1e-6)
+    ref_loss = -np.mean(np.take_along_axis(logp, np.asarray(targets)[..., None], -1))
+    np.testing.assert_allclose(float(loss), ref_loss, rtol=0, atol=1e-5)
 
 
 def test_causal_gradient_of_logits_wrt_later_positions_is_zero():
     """d logits[:, i] / d x_j = 0 for j > i: the embedding input of position j is x_j = wte[t_j] + wpe[j]."""
-    params = _random_params(SMALL, seed=6)
-    tokens = _tokens(SMALL, 2, 12, seed=7)
-    i = 5
-    grad = jax.jit(jax.grad(lambda wpe: jnp.sum(gpt2.apply({**params, "wpe": wpe}, tokens, SMALL)[:, i] ** 2)))(params["wpe"])
-    grad = np.asarray(grad)
+    params = _random_params(TINY, seed=6)
+    tokens = _tokens(TINY, seed=7)
+    i = 9
+
+    @jax.jit
+    def grad_wpe(wpe):
+        return jax.grad(lambda w: jnp.sum(gpt2.apply({**params, "wpe": w}, tokens, TINY)[:, i] ** 2))(wpe)
+
+    grad = np.asarray(grad_wpe(params["wpe"]))
     assert np.all(grad[i + 1:] == 0.0)
     assert np.all(np.abs(grad[: i + 1]).sum(-1) > 0)  # earlier positions (and i itself) do matter
 
 
 def test_causal_logits_unchanged_when_later_tokens_change():
-    params = _random_params(SMALL, seed=8)
-    tokens = _tokens(SMALL, 3, 12, seed=9)
-    later = tokens.at[:, 7:].set((tokens[:, 7:] + 1) % SMALL.vocab_size)
-    a, b = np.asarray(_apply(params, tokens, SMALL)), np.asarray(_apply(params, later, SMALL))
+    params = _random_params(TINY, seed=8)
+    tokens = _tokens(TINY, seed=9)
+    later = tokens.at[:, 7:].set((tokens[:, 7:] + 1) % TINY.vocab_size)
+    a, b = np.asarray(_forward(params, tokens, tokens, TINY)[0]), np.asarray(_forward(params, later, later, TINY)[0])
     np.testing.assert_array_equal(a[:, :7], b[:, :7])  # bit for bit
     assert np.abs(a[:, 7:] - b[:, 7:]).min() > 0
 
 
 def test_bf16_compute_close_to_fp32():
     params = _init(jax.random.key(10), TINY)
-    tokens, targets = _tokens(TINY, 2, 32, seed=11), _tokens(TINY, 2, 32, seed=12)
-    full = np.asarray(_apply(params, tokens, TINY))
-    half = _apply(params, tokens, TINY, compute_dtype=jnp.bfloat16)
-    assert half.dtype == jnp.float32
-    half = np.asarray(half)
+    tokens, targets = _tokens(TINY, seed=11), _tokens(TINY, seed=12)
+    full, l32 = _forward(params, tokens, targets, TINY)
+    half, l16 = _forward(params, tokens, targets, TINY, compute_dtype=jnp.bfloat16)
+    assert half.dtype == l16.dtype == jnp.float32
+    full, half = np.asarray(full), np.asarray(half)
     assert np.max(np.abs(half - full)) < 0.03 * np.max(np.abs(full)) and not np.array_equal(half, full)
-    l32, l16 = _loss(params, tokens, targets, TINY), _loss(params, tokens, targets, TINY, compute_dtype=jnp.bfloat16)
-    assert l16.dtype == jnp.float32 and abs(float(l16) - float(l32)) < 1e-2
-    g = _grad(params, tokens, targets, TINY, compute_dtype=jnp.bfloat16)
-    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(g))  # master params and their grads stay float32
+    assert abs(float(l16) - float(l32)) < 1e-2
+    grad = jax.eval_shape(jax.grad(functools.partial(gpt2.loss, cfg=TINY, compute_dtype=jnp.bfloat16)), params, tokens, targets)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(grad))  # master params and their grads stay float32
 
 
 def test_tied_and_untied_heads():
     untied = _init(jax.random.key(13), TINY)
     tied_cfg = dataclasses.replace(TINY, tie_word_embeddings=True)
-    tied = _init(jax.random.key(13), tied_cfg)
-    assert "lm_head" in untied and "lm_head" not in tied
-    tokens = _tokens(TINY, 1, 8, seed=14)
-    # An untied model whose head equals wte computes exactly what the tied model computes.
-    copy = {k: v for k, v in untied.items() if k != "lm_head"}
-    np.testing.assert_array_equal(np.asarray(_apply(copy, tokens, tied_cfg)),
-                                  np.asarray(_apply({**untied, "lm_head": untied["wte"]}, tokens, TINY)))
-    # The tied head's gradient reaches wte through both the embedding and the output layer.
-    g = _grad(copy, tokens, tokens, tied_cfg)
-    g_untied = _grad({**untied, "lm_head": untied["wte"]}, tokens, tokens, TINY)
-    np.testing.assert_allclose(np.asarray(g["wte"]), np.asarray(g_untied["wte"] + g_untied["lm_head"]), atol=1e-6)
+    assert "lm_head" in untied and "lm_head" not in _init(jax.random.key(13), tied_cfg)
+    tokens, targets = _tokens(TINY, seed=14), _tokens(TINY, seed=15)
+    # An untied model whose head equals wte computes exactly what the tied model computes ...
+    tied = {k: v for k, v in untied.items() if k != "lm_head"}
+    loss_tied, g_tied = _value_and_grad(tied, tokens, targets, tied_cfg)
+    loss_untied, g_untied = _value_and_grad({**untied, "lm_head": untied["wte"]}, tokens, targets, TINY)
+    assert float(loss_tied) == float(loss_untied)
+    # ... and the tied head's gradient reaches wte through both the embedding and the output layer.
+    np.testing.assert_allclose(np.asarray(g_tied["wte"]), np.asarray(g_untied["wte"] + g_untied["lm_head"]), atol=1e-7)
+    assert np.abs(np.asarray(g_untied["lm_head"])).max() > 0 and np.abs(np.asarray(g_untied["wte"])).max() > 0
 
 
 def test_named_configs_and_errors():
@@ -161,7 +163,7 @@ def test_named_configs_and_errors():
     with pytest.raises(UserError, match="n_layer=0"):
         gpt2.config("tiny", n_layer=0)
     with pytest.raises(UserError, match="exceeds the model's context n_positions=64"):
-        _apply(_init(jax.random.key(0), TINY), jnp.zeros((1, 65), jnp.int32), TINY)
+        jax.eval_shape(functools.partial(gpt2.apply, cfg=TINY), _init(jax.random.key(0), TINY), jnp.zeros((1, 65), jnp.int32))
 
 
 def test_param_count_of_gpt2_124m():
