@@ -189,3 +189,14 @@ def test_claim_small_width_example():
     res = ce.claim_small_width_example(n_grids=(256,))
     assert res.passed, res.line()
     assert res.numbers["lower_N256"] > 0
+
+
+def test_example_summary_is_plain_json():
+    import json
+
+    res = ce.example_results(n_grids=(64,), widths=(2, 3), optimizers=("adamw",), seeds=(0,), steps=20)
+    out = json.loads(json.dumps(ce.example_summary(res)))
+    assert out["bounds"][0]["n_grid"] == 64 and out["bounds"][0]["lower"] <= out["bounds"][0]["upper"]
+    assert set(out["barrier_by_width"]) == {"2", "3"} and out["barrier_by_width"]["3"]["upper"] <= 1e-12
+    assert sum(out["runs"]["adamw"]["nearest_counts"].values()) == 1
+    assert len(out["configs"]) == len(res["zero"]["configs"])

@@ -453,3 +453,25 @@ def example_results(n_grids=(64, 128, 256, 512), widths=(2, 3, 4), optimizers=("
     wide = {m: wide_path(conf_a, conf_b, m)["barrier"] for m in widths if m >= 3}
     runs = {opt: ex.train_runs(opt, list(seeds), steps=steps, configs=zero["configs"]) for opt in optimizers}
     return {"zero": zero, "regions": reg, "certs": certs, "wide": wide, "runs": runs}
+
+
+def example_summary(results: dict) -> dict:
+    """The plain-number part of :func:`example_results` (JSON-ready): configurations with their
+    regions, the bounds per N, the barrier per width, and per optimizer how many runs end near
+    each configuration, with their final losses."""
+    configs = [{"c": k["c"].tolist(), "phi_deg": np.rad2deg(k["phi"]).tolist(), "loss": k["loss"],
+                **{key: (bool(v) if isinstance(v, (bool, np.bool_)) else float(v)) for key, v in r.items()}}
+               for k, r in zip(results["zero"]["configs"], results["regions"])]
+    bounds = [{key: float(c[key]) if key != "n_grid" else int(c[key]) for key in ("n_grid", "c_max", "lower", "grid_minimax", "upper")}
+              for c in results["certs"]]
+    last = results["certs"][-1]
+    barrier = {"2": {"lower": float(last["lower"]), "upper": float(last["upper"])}}
+    barrier.update({str(m): {"lower": 0.0, "upper": float(b)} for m, b in results["wide"].items()})
+    runs = {}
+    for opt, res in results["runs"].items():
+        near = [int(r.get("nearest", -1)) for r in res["runs"]]
+        runs[opt] = {"lam": float(res["lam"]), "lr": float(res["lr"]), "steps": int(res["steps"]),
+                     "nearest_counts": {str(k): near.count(k) for k in sorted(set(near))},
+                     "final_losses": [float(r["loss"]) for r in res["runs"]],
+                     "distances": [float(r.get("distance", np.nan)) for r in res["runs"]]}
+    return {"configs": configs, "bounds": bounds, "barrier_by_width": barrier, "runs": runs}
