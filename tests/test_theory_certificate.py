@@ -166,6 +166,16 @@ def test_random_paths_stay_above_the_certified_bound(zero):
         peak = ex.loss(ex.quotient_forward(cs, ps, THETA), Y).max()
         assert peak >= r["lower"]
     assert r["upper"] >= r["lower"]
+    # paths that shrink a neuron to zero (w_j = 0, c_j = 0), jump its angle there and regrow it
+    for perm in ([0, 1], [1, 0]):
+        cb, pb = b["c"][perm], b["phi"][perm]
+        s = np.linspace(0, 1, 400)[:, None]
+        c1, p1 = a["c"] * (1 - s * np.array([1, 0])), np.broadcast_to(a["phi"], (400, 2))  # c_1 → 0
+        c2, p2 = np.stack([s[:, 0] * cb[0], np.full(400, a["c"][1])], 1), np.broadcast_to([pb[0], a["phi"][1]], (400, 2))
+        c3 = np.stack([np.full(400, cb[0]), (1 - s[:, 0]) * a["c"][1]], 1)  # c_2 → 0
+        c4, p4 = np.stack([np.full(400, cb[0]), s[:, 0] * cb[1]], 1), np.broadcast_to(pb, (400, 2))
+        cs, ps = np.concatenate([c1, c2, c3, c4]), np.concatenate([p1, p2, p2, p4])
+        assert ex.loss(ex.quotient_forward(cs, ps, THETA), Y).max() >= r["lower"]
 
 
 @pytest.mark.parametrize("width", [3, 4])
