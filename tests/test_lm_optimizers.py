@@ -248,3 +248,28 @@ def test_bad_arguments_are_user_errors(kwargs, match):
     args = {"name": "muon", "lr": 0.01, "matrices": MATRICES, **kwargs}
     with pytest.raises(UserError, match=match):
         optimizers.make_lm(args.pop("name"), _random(0), **args)
+
+
+def test_default_matrices_are_the_gpt2_models():
+    """On the real tiny GPT-2 (default ``matrices``): the decay-only update of a zero gradient puts the model's
+    MUON_MATRICES at ``lr``, wte/wpe/lm_head at ``aux_lr``, LayerNorm gains and biases at 0; Muon traces."""
+    gpt2 = pytest.importorskip("connect.models.gpt2")
+    cfg = gpt2.config("tiny")
+    params = gpt2.init(jax.random.key(0), cfg)
+    lr, aux_lr, wd = 0.02, 0.005, 0.3
+    opt = optimizers.make_lm("sgd", params, lr=lr, aux_lr=aux_lr, weight_decay=wd)
+    u, _ = jax.jit(opt.update)(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
+    groups = {"hidden": set(), "matrix": set(), "plain": set()}
+    for path, got in jax.tree_util.tree_leaves_with_path(u):
+        theta = _leaf(params, path)
+        names = tuple(k.key for k in path)
+        group = "plain" if not np.any(np.asarray(got)) else "hidden" if np.allclose(got, -lr * wd * theta) else "matrix"
+        if group == "matrix":
+            np.testing.assert_allclose(got, -aux_lr * wd * theta, rtol=1e-6, err_msg=str(names))
+        groups[group].add(names)
+    assert groups["hidden"] == set(gpt2.MUON_MATRICES)
+    assert groups["matrix"] == {("wte",), ("wpe",), ("lm_head",)}
+    assert all(names[-1] in ("scale", "bias") for names in groups["plain"])
+    muon = optimizers.make_lm("muon", params, lr=lr)
+    out = jax.eval_shape(muon.update, params, jax.eval_shape(muon.init, params), params)[0]
+    assert jax.tree.map(lambda x: x.shape, out) == jax.tree.map(jnp.shape, params)
