@@ -83,4 +83,4 @@ def test_memory_guard_names_count_memory_and_fix():
     with pytest.raises(UserError, match="3000000 activation patterns"):
         patterns.guard(3_000_000, 100, 10)
     patterns.guard(10, 12, 3)  # a small program passes
-    assert patterns.program_bytes(2, 3, 4) == 2 * (4 * 3 * 4 + 3 + 4) * 64
+    assert patterns.program_bytes(2, 3, 4) == 2 * (4 * 3 * 4 + 3 + 4) * patterns._BYTES_PER_ENTRY
