@@ -31,6 +31,7 @@ import tempfile
 
 import jax.numpy as jnp
 import numpy as np
+import safetensors
 import safetensors.numpy
 
 from connect import io
@@ -259,10 +260,9 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
         if not any(isinstance(v, dict) and v.get("dtype") == "BF16" for v in header.values()):
             return safetensors.numpy.load_file(path)
         with open(path, "rb") as f:
-            data = f.read()
-    except (OSError, ValueError, struct.error) as e:
-        raise UserError(f"{path} is not a readable safetensors file ({e}): re-save the model with `save_pretrained`") from None
-    return _decode_with_bf16(header, data)
+            return _decode_with_bf16(header, f.read())
+    except (OSError, ValueError, KeyError, TypeError, struct.error, safetensors.SafetensorError) as e:
+        raise UserError(f"{path} is not a readable safetensors file ({e!r}): re-save the model with `save_pretrained`") from None
 
 
 def _safetensors_header(path: str) -> dict:
@@ -276,7 +276,7 @@ def _decode_with_bf16(header: dict, data: bytes) -> dict[str, np.ndarray]:
     """Decode raw safetensors bytes; BF16 is the top half of an IEEE float32, so shifting it up 16 bits is exact."""
     (n,) = struct.unpack("<Q", data[:8])
     body = memoryview(data)[8 + n:]
-    dtypes = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2"}
+    dtypes = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2", "BOOL": "?", "U8": "u1", "I64": "<i8"}  # ints: mask buffers
     out = {}
     for name, spec in header.items():
         if name == "__metadata__":

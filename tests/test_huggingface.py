@@ -110,7 +110,11 @@ def test_sharded_checkpoint_loads(tmp_path):
 def test_bfloat16_checkpoint_is_upcast_exactly(tmp_path):
     params = _random_params(CFG, seed=3)
     hf.save_pretrained(params, CFG, str(tmp_path))
-    _rewrite(str(tmp_path), lambda t: t.update({k: v.astype(ml_dtypes.bfloat16) for k, v in t.items()}))
+    def to_bf16(tensors):
+        tensors.update({k: v.astype(ml_dtypes.bfloat16) for k, v in tensors.items()})
+        tensors["transformer.h.0.attn.bias"] = np.tril(np.ones((1, 1, 12, 12), bool))  # a mask buffer, ignored
+
+    _rewrite(str(tmp_path), to_bf16)
     loaded, _ = hf.load_pretrained(str(tmp_path))
     expected = jax.tree.map(lambda a: jnp.asarray(np.asarray(a).astype(ml_dtypes.bfloat16).astype(np.float32)), params)
     _assert_trees_equal(loaded, expected)
@@ -171,6 +175,15 @@ def test_config_defaults_and_bad_directories(tmp_path):
         hf.load_pretrained(str(tmp_path))
     with pytest.raises(UserError, match="not a directory"):
         hf.load_pretrained(str(tmp_path / "nope"))
+
+
+def test_truncated_weights_file_is_a_user_error(tmp_path):
+    hf.save_pretrained(_random_params(CFG, seed=8), CFG, str(tmp_path))
+    path = tmp_path / hf.WEIGHTS_FILE
+    for cut in (path.stat().st_size - 100, 20):  # data cut short; header cut short
+        path.write_bytes(path.read_bytes()[:cut])
+        with pytest.raises(UserError, match="not a readable safetensors file"):
+            hf.load_pretrained(str(tmp_path))
 
 
 # --- against transformers (optional: skipped when torch or transformers is not installed) ---------------------------
