@@ -24,8 +24,10 @@ from theory.claims import ClaimResult
 
 #: (THEORY.md item, module, function, keyword arguments), in report order.
 CLAIMS: list[tuple[str, str, str, dict]] = [
+    ("F.1", "theory.connectivity", "claim_geometry", {}),
     ("F.2", "theory.optimizer_sets", "claim_optimizer_ball", {}),
     *[("F.5", "theory.capacity", "claim_capacity", {"kind": k, "width": w}) for k in ("linf", "muon", "muon_full") for w in (4, 64)],
+    ("F.6", "theory.connectivity", "claim_connect", {}),
     ("F.7", "theory.constructive", "claim_sqrt_schedule", {}),
 ]
 
