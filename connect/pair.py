@@ -19,6 +19,21 @@ def load_pair(ckpt_a: str, ckpt_b: str) -> tuple[dict, dict, dict, dict]:
     return params_a, meta_a, params_b, meta_b
 
 
+def dataset_of(ckpt: str, meta: dict, d_in: int, data_path: str | None = None) -> data.Dataset:
+    """The data set checkpoint ``ckpt`` was trained on (regenerated from its recorded seed, or
+    its ``.npz``), or ``data_path`` when given; checked to have ``d_in`` features."""
+    d_cfg = dict(meta.get("data", {}))
+    if data_path:
+        d_cfg["path"] = data_path
+    try:
+        dataset = data.make(data.DataConfig(**d_cfg))
+    except TypeError:
+        raise UserError(f"checkpoint {ckpt} records no usable data description: pass --data file.npz") from None
+    if dataset.d_in != d_in:
+        raise UserError(f"data have {dataset.d_in} features but the checkpoints expect {d_in}: pass the data they were trained on")
+    return dataset
+
+
 def measure_checkpoints(
     ckpt_a: str,
     ckpt_b: str,
@@ -41,16 +56,7 @@ def measure_checkpoints(
     "weight_decay", "rows"}`` with rows as :func:`connect.measure.measure_raw_and_aligned`.
     """
     params_a, meta_a, params_b, meta_b = load_pair(ckpt_a, ckpt_b)
-    d_cfg = dict(meta_a.get("data", {}))
-    if data_path:
-        d_cfg["path"] = data_path
-    try:
-        dataset = data.make(data.DataConfig(**d_cfg))
-    except TypeError:
-        raise UserError(f"checkpoint {ckpt_a} records no usable data description: pass --data file.npz") from None
-    d_in = relu.config_of(params_a).d_in
-    if dataset.d_in != d_in:
-        raise UserError(f"data have {dataset.d_in} features but the checkpoints expect {d_in}: pass the data they were trained on")
+    dataset = dataset_of(ckpt_a, meta_a, relu.config_of(params_a).d_in, data_path)
     lam = float(meta_a.get("weight_decay", 0.0) if weight_decay is None else weight_decay)
     if path_optimizer is None:
         path_optimizer = meta_a.get("optimizer") if meta_a.get("optimizer") == meta_b.get("optimizer") else "adamw"
