@@ -84,3 +84,75 @@ def load_checkpoint(path: str) -> tuple[dict, dict]:
         raise UserError(f"checkpoint {path} has unreadable parameters ({msg}): delete it and re-run the sweep to retrain") from None
     params = jax.tree.map(np.asarray, params)
     return params, metadata
+
+
+# --- training state: params + optimizer state + step, for resuming (connect.lm_training) ---------------
+#
+#     DIR/step-00000250/params/      orbax tree of the params (loadable by load_checkpoint)
+#     DIR/step-00000250/opt_state/   orbax tree {"000000": leaf, ...} of the optimizer state's leaves
+#     DIR/step-00000250/metadata.json   written last: {"step": 250, ...}
+
+STEP_PREFIX = "step-"
+
+
+def step_dir(directory: str, step: int) -> str:
+    """The checkpoint directory of training step ``step`` inside ``directory``."""
+    return os.path.join(directory, f"{STEP_PREFIX}{step:08d}")
+
+
+def save_train_state(path: str, params, opt_state, metadata: dict) -> None:
+    """Save params, the leaves of ``opt_state`` (any pytree) and ``metadata`` to ``path``; metadata last,
+    so an interrupted save is never complete. An existing directory at ``path`` is replaced."""
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.makedirs(path)
+    host_params = jax.tree.map(np.asarray, jax.device_get(params))
+    leaves = [np.asarray(x) for x in jax.device_get(jax.tree.leaves(opt_state))]
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.join(path, "params"), host_params)
+        ckptr.save(os.path.join(path, "opt_state"), {f"{i:06d}": x for i, x in enumerate(leaves)})
+        ckptr.wait_until_finished()
+    write_json_atomic(os.path.join(path, "metadata.json"), {**metadata, "format": FORMAT})
+
+
+def load_train_state(path: str, opt_state_like) -> tuple[dict, object, dict]:
+    """``(params, opt_state, metadata)`` saved by :func:`save_train_state`; ``opt_state_like`` (e.g. a
+    fresh ``optimizer.init(params)``) gives the optimizer state's tree structure."""
+    params, metadata = load_checkpoint(path)
+    treedef = jax.tree.structure(opt_state_like)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            flat = ckptr.restore(os.path.join(os.path.abspath(path), "opt_state"))
+    except Exception as e:  # orbax raises many types for damaged trees
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise UserError(f"checkpoint {path} has an unreadable optimizer state ({msg}): delete it to resume from an earlier one") from None
+    leaves = [np.asarray(flat[k]) for k in sorted(flat)] if flat else []
+    if len(leaves) != treedef.num_leaves:
+        raise UserError(f"checkpoint {path} holds {len(leaves)} optimizer-state arrays, the optimizer needs {treedef.num_leaves}: "
+                        "it was written by another optimizer; pass a new run directory")
+    return params, jax.tree.unflatten(treedef, leaves), metadata
+
+
+def complete_steps(directory: str) -> list[int]:
+    """The steps of the complete training checkpoints in ``directory``, ascending."""
+    if not os.path.isdir(directory):
+        return []
+    steps = []
+    for name in os.listdir(directory):
+        if name.startswith(STEP_PREFIX) and name[len(STEP_PREFIX):].isdigit() and is_complete(os.path.join(directory, name)):
+            steps.append(int(name[len(STEP_PREFIX):]))
+    return sorted(steps)
+
+
+def prune(directory: str, keep: int) -> None:
+    """Delete all but the ``keep`` newest complete checkpoints of ``directory``, and incomplete ones older than them."""
+    steps = complete_steps(directory)
+    if not steps:
+        return
+    kept = set(steps[-keep:])
+    for name in os.listdir(directory):
+        if name.startswith(STEP_PREFIX) and name[len(STEP_PREFIX):].isdigit():
+            step = int(name[len(STEP_PREFIX):])
+            if step not in kept and step < max(kept):
+                shutil.rmtree(os.path.join(directory, name), ignore_errors=True)

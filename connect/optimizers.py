@@ -312,7 +312,7 @@ def _check_matrices(params, matrices: Mapping[tuple[str, ...], int]) -> None:
         where = "/".join(path)
         if path not in leaves:
             raise UserError(f"matrix {where} is not in the parameters: pass matrices naming existing leaves (e.g. the model's MUON_MATRICES)")
-        shape = jnp.shape(leaves[path])
+        shape = tuple(getattr(leaves[path], "shape", ()))
         if len(shape) < 2 or k < 1 or shape[-1] % k:
             raise UserError(f"matrix {where} of shape {shape} cannot hold {k} matrices fused along its last axis")
 

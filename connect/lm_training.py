@@ -1,0 +1,400 @@
+"""Training GPT-2 language models: many seeds in one program, data parallel, resumable.
+
+One optimizer step of one seed averages the gradients of ``grad_accum`` micro-batches
+(a ``lax.scan``), so a step sees ``batch_size`` sequences of ``context`` tokens::
+
+    g = (1/A) Σ_a ∇ L(θ; x_a, y_a),   L = mean next-token cross-entropy (nats)
+
+Several seeds are trained at once by ``vmap`` over a leading seed axis ``S`` of the params and
+optimizer state; seed ``s`` has its own init (``jax.random.key(s)``) and its own data stream
+(``corpus.batch(train, s, step, …)``, a pure function of ``(s, step)``). The micro-batch axis is
+sharded over all local devices (a 1-D ``jax.sharding.Mesh`` named ``data``) while params and
+optimizer state are replicated, so XLA inserts the gradient all-reduce. Master weights are float32;
+``compute_dtype=bfloat16`` only changes the matmul operands (see :func:`connect.models.gpt2.apply`).
+Across hosts the same program runs after ``jax.distributed.initialize()`` (each process then sees
+the global ``jax.devices()`` and the mesh spans them all; every host must feed the same batches).
+
+Run directory::
+
+    OUT/config.json                    the TrainLMConfig (a rerun must match it) + "resolved" facts
+    OUT/seed-{s}/metrics.jsonl         {"step", "loss", "lr", "aux_lr", "grad_norm", "tokens_per_s", "mfu", "val_loss"}
+    OUT/seed-{s}/ckpt/step-{k:08d}/    params + optimizer state + metadata.json (connect.checkpoints)
+
+``step`` counts completed optimizer steps; ``loss`` is the training loss of that step's batch
+(before its update), ``val_loss`` the val loss after it (step 0: at init). Rerunning on the same
+``OUT`` resumes from the newest checkpoint every seed has, drops metrics lines past it, and
+reaches bit-identical parameters on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+from connect import batching, checkpoints, corpus, optimizers, schedules
+from connect.config import TrainLMConfig
+from connect.errors import UserError
+from connect.io import write_json_atomic, write_text_atomic
+from connect.models import gpt2
+
+#: Dense bf16 peak FLOP/s per device, by a substring of ``device.device_kind`` (vendor data sheets, without sparsity).
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def train(cfg: TrainLMConfig, out: str, *, seeds: Sequence[int] | None = None, progress: bool = True,
+          devices: Sequence | None = None) -> dict:
+    """Train (or resume) every seed of ``cfg`` into run directory ``out``; see the module docstring.
+
+    ``seeds`` overrides ``cfg.seeds``; ``devices`` (default ``jax.devices()``) form the data-parallel
+    mesh. Returns a summary: per seed the last logged training loss and val loss, the val split's
+    unigram entropy (the context-free baseline), throughput and MFU of the last logged interval.
+    """
+    if seeds is not None:
+        cfg = dataclasses.replace(cfg, seeds=[int(s) for s in seeds])
+    cfg.validate()
+    model_cfg = cfg.model_config()
+    data = corpus.load(cfg.data or None, tokenizer=cfg.tokenizer or None, val_fraction=cfg.val_fraction)
+    if data.vocab_size > model_cfg.vocab_size:
+        raise UserError(f"corpus {data.name} has vocabulary {data.vocab_size} > the model's vocab_size {model_cfg.vocab_size}: "
+                        f"pass --model-overrides vocab_size={data.vocab_size} or a model with a larger vocabulary")
+    mesh = Mesh(np.asarray(list(devices) if devices is not None else jax.devices()), ("data",))
+    n_dev, micro = mesh.devices.size, cfg.batch_size // cfg.grad_accum
+    if micro % n_dev:
+        raise UserError(f"micro-batch batch_size/grad_accum = {micro} is not divisible by the {n_dev} devices: "
+                        f"make it a multiple of {n_dev}")
+    dtype = _compute_dtype(cfg.compute_dtype, mesh)
+    kind = mesh.devices.flat[0].device_kind
+    resolved = {
+        "model_config": model_cfg.to_dict(), "corpus": data.name, "corpus_vocab_size": data.vocab_size,
+        "tokenizer": data.tokenizer, "train_tokens": int(data.train.size), "val_tokens": int(data.val.size),
+        "compute_dtype": jnp.dtype(dtype).name, "n_devices": n_dev, "device_kind": kind,
+        "n_params": n_params(model_cfg), "flops_per_token": flops_per_token(model_cfg, cfg.context),
+    }
+    _claim_out(out, cfg, resolved)
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batch_sharding = NamedSharding(mesh, PartitionSpec(None, None, "data", None))
+    init = jax.jit(gpt2.init, static_argnums=1)
+    params0 = init(jax.random.key(cfg.seeds[0]), model_cfg)
+    optimizer = make_optimizer(cfg, params0)
+    start = _resume_step(out, cfg.seeds)
+    if start:
+        states = [checkpoints.load_train_state(checkpoints.step_dir(_ckpt_dir(out, s), start), optimizer.init(params0))
+                  for s in cfg.seeds]
+        params_S, opt_S = batching.stack([p for p, _, _ in states]), batching.stack([o for _, o, _ in states])
+    else:
+        params_S = batching.stack([init(jax.random.key(s), model_cfg) for s in cfg.seeds])
+        opt_S = jax.jit(jax.vmap(optimizer.init))(params_S)
+    params_S, opt_S = jax.device_put((params_S, opt_S), replicated)
+    for s in cfg.seeds:
+        _truncate_metrics(_metrics_path(out, s), start)
+
+    step_fn = _step_fn(cfg, model_cfg, optimizer, dtype, replicated)
+    lrs = jax.jit(lambda k: jnp.stack([f(k) for f in _schedules(cfg)]))
+    tokens_per_step = len(cfg.seeds) * cfg.batch_size * cfg.context
+    peak = peak_flops(mesh.devices.flat[0])
+    mfu_per_token = None if peak is None else resolved["flops_per_token"] / (peak * n_dev)
+    eval_kw = dict(batch_size=micro, context=cfg.context, max_batches=cfg.eval_batches or None, compute_dtype=dtype)
+    last: dict = {}
+    if start == 0 and cfg.eval_every:
+        val_S = _eval_losses(params_S, model_cfg, data.val, **eval_kw)
+        _write_rows(out, cfg.seeds, {"step": 0}, {"val_loss": val_S})
+
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train-lm {cfg.optimizer}", unit="step", disable=not progress)
+    pending, t_last, step_last = None, time.perf_counter(), start
+    for k in range(start, cfg.steps):
+        x_SxAxMxT, y_SxAxMxT = _batch(data.train, cfg, k)
+        x_SxAxMxT, y_SxAxMxT = jax.device_put((x_SxAxMxT, y_SxAxMxT), batch_sharding)
+        params_S, opt_S, m = step_fn(params_S, opt_S, x_SxAxMxT, y_SxAxMxT)
+        done = k + 1
+        if pending is not None:  # read step k-1's metrics while step k runs
+            t_last, step_last = _flush(out, cfg, pending, t_last, step_last, tokens_per_step, mfu_per_token, last, bar)
+            pending = None
+        is_eval = done == cfg.steps or (cfg.eval_every and done % cfg.eval_every == 0)
+        is_ckpt = done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            lr, aux_lr = np.asarray(lrs(k)).tolist()
+            pending = {"step": done, "metrics": m, "lr": lr, "aux_lr": aux_lr}
+        if not (is_eval or is_ckpt):
+            bar.update()
+            continue
+        extra = {}
+        if is_eval:
+            extra["val_loss"] = last["val_loss"] = _eval_losses(params_S, model_cfg, data.val, **eval_kw)
+        if pending is not None:
+            t_last, step_last = _flush(out, cfg, pending, t_last, step_last, tokens_per_step, mfu_per_token, last, bar, extra)
+            pending = None
+        elif extra:
+            _write_rows(out, cfg.seeds, {"step": done}, extra)
+        if is_ckpt:
+            _save(out, cfg, model_cfg, data.name, params_S, opt_S, done)
+        t_last, step_last = time.perf_counter(), done
+        bar.update()
+    bar.close()
+    return _summary(out, cfg, data, n_dev, last)
+
+
+def make_optimizer(cfg: TrainLMConfig, params) -> optax.GradientTransformation:
+    """:func:`connect.optimizers.make_lm` with ``cfg``'s optimizer, scheduled learning rates, decay and clipping."""
+    lr, aux_lr = _schedules(cfg)
+    return optimizers.make_lm(cfg.optimizer, params, lr=lr, aux_lr=aux_lr, weight_decay=cfg.weight_decay,
+                              betas=tuple(cfg.betas), momentum=cfg.momentum, clip_norm=cfg.clip_norm or None)
+
+
+def make_step(model_cfg: gpt2.GPT2Config, optimizer: optax.GradientTransformation, compute_dtype=jnp.float32):
+    """The training step of all seeds, ``(params_S, opt_state_S, x_SxAxMxT, y_SxAxMxT) -> (params_S,
+    opt_state_S, {"loss": (S,), "grad_norm": (S,)})`` (pure; jit it).
+
+    Per seed: ``g = (1/A) Σ_a ∇L(θ; x_a, y_a)`` over the ``A`` micro-batches (``lax.scan``), the
+    reported loss the same mean of the micro-batch losses and ``grad_norm = ‖g‖₂`` before clipping.
+    """
+
+    def loss_fn(params, x_MxT, y_MxT):
+        return gpt2.loss(params, x_MxT, y_MxT, model_cfg, compute_dtype=compute_dtype)
+
+    def one(params, opt_state, x_AxMxT, y_AxMxT):
+        def micro(acc, xy):
+            loss, grads = jax.value_and_grad(loss_fn)(params, *xy)
+            return jax.tree.map(jnp.add, acc, (loss, grads)), None
+
+        zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+        (loss_sum, grad_sum), _ = jax.lax.scan(micro, zero, (x_AxMxT, y_AxMxT))
+        n = x_AxMxT.shape[0]
+        grads = jax.tree.map(lambda g: g / n, grad_sum)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, {"loss": loss_sum / n, "grad_norm": optax.tree.norm(grads)}
+
+    return jax.vmap(one)
+
+
+def evaluate(params, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, *, batch_size: int, context: int,
+             max_batches: int | None = None, compute_dtype=jnp.float32) -> float:
+    """Mean next-token cross-entropy (nats) of ``params`` over the consecutive windows of ``tokens``
+    (:func:`connect.corpus.eval_batches`), each window weighted equally."""
+    if context > model_cfg.n_positions:
+        raise UserError(f"context {context} is longer than the model's n_positions={model_cfg.n_positions}: use --context {model_cfg.n_positions} or less")
+    params_S = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
+    return float(_eval_losses(params_S, model_cfg, tokens, batch_size=batch_size, context=context,
+                              max_batches=max_batches, compute_dtype=compute_dtype)[0])
+
+
+def load(path: str) -> tuple[dict, gpt2.GPT2Config]:
+    """Params and config of a checkpoint: a Hugging Face ``GPT2LMHeadModel`` directory, a connect LM
+    checkpoint ``…/ckpt/step-k``, a ``…/ckpt`` or ``…/seed-s`` directory (its newest checkpoint), or a
+    run directory with a single seed."""
+    from connect import huggingface
+
+    if huggingface.is_pretrained_dir(path):
+        return huggingface.load_pretrained(path)
+    if not os.path.isdir(path):
+        raise UserError(f"checkpoint {path} not found: pass a Hugging Face directory or a connect run's seed-S/ckpt/step-K")
+    if not checkpoints.is_complete(path):
+        seed_dirs = sorted(d for d in os.listdir(path) if d.startswith("seed-") and os.path.isdir(os.path.join(path, d)))
+        if len(seed_dirs) == 1:
+            path = os.path.join(path, seed_dirs[0])
+        elif seed_dirs:
+            raise UserError(f"{path} holds {len(seed_dirs)} seeds ({', '.join(seed_dirs)}): pass one of them, e.g. {os.path.join(path, seed_dirs[0])}")
+        if os.path.isdir(os.path.join(path, "ckpt")):
+            path = os.path.join(path, "ckpt")
+        steps = checkpoints.complete_steps(path)
+        if not steps:
+            raise UserError(f"{path} holds no complete checkpoint: pass a directory written by `connect train-lm` or `save_pretrained`")
+        path = checkpoints.step_dir(path, steps[-1])
+    params, meta = checkpoints.load_checkpoint(path)
+    if meta.get("model") != "gpt2" or not isinstance(meta.get("model_config"), dict):
+        raise UserError(f"checkpoint {path} is not a GPT-2 checkpoint (model {meta.get('model')!r}): pass one written by `connect train-lm`")
+    return params, gpt2.config(gpt2.GPT2Config(**meta["model_config"]))
+
+
+def n_params(model_cfg: gpt2.GPT2Config) -> int:
+    """Parameters that take part in matmuls: all but ``wpe``, and but ``wte`` when the head is untied
+    (an embedding lookup does no multiply-adds), as nanoGPT counts ``N`` for its MFU."""
+    shapes = jax.eval_shape(lambda: gpt2.init(jax.random.key(0), model_cfg))
+    total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+    total -= model_cfg.n_positions * model_cfg.n_embd
+    if not model_cfg.tie_word_embeddings:
+        total -= model_cfg.vocab_size * model_cfg.n_embd
+    return total
+
+
+def flops_per_token(model_cfg: gpt2.GPT2Config, context: int) -> float:
+    """Training FLOPs per token, ``6N + 12·L·T·D`` (Chowdhery et al. 2022, PaLM, appendix B): 6N for the
+    forward and backward matmuls with the weights, 12·L·T·D for attention's ``QKᵀ`` and ``PV``."""
+    return 6.0 * n_params(model_cfg) + 12.0 * model_cfg.n_layer * context * model_cfg.n_embd
+
+
+def peak_flops(device) -> float | None:
+    """Dense bf16 peak FLOP/s of ``device`` from :data:`PEAK_FLOPS`; ``None`` when unknown (e.g. CPU)."""
+    if device.platform == "cpu":
+        return None
+    return next((v for k, v in PEAK_FLOPS.items() if k in device.device_kind), None)
+
+
+# --- plumbing -------------------------------------------------------------------------------------
+
+
+def _compute_dtype(name: str, mesh: Mesh):
+    if name == "auto":
+        return jnp.float32 if mesh.devices.flat[0].platform == "cpu" else jnp.bfloat16
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+_STEP_FNS: dict = {}
+#: The fields of TrainLMConfig that the compiled step depends on (with the model, precision and mesh).
+_STEP_FIELDS = ("optimizer", "lr", "aux_lr", "weight_decay", "betas", "momentum", "schedule", "warmup_frac",
+                "decay_frac", "final_frac", "clip_norm", "steps")
+
+
+def _step_fn(cfg: TrainLMConfig, model_cfg, optimizer, dtype, replicated: NamedSharding):
+    """The jitted :func:`make_step`, reused by later runs with the same optimizer, model, precision and
+    mesh (a resumed run or the next test compiles nothing new)."""
+    key = (tuple(str(getattr(cfg, f)) for f in _STEP_FIELDS), model_cfg, jnp.dtype(dtype).name,
+           tuple(d.id for d in replicated.mesh.devices.flat))
+    if key not in _STEP_FNS:
+        _STEP_FNS[key] = jax.jit(make_step(model_cfg, optimizer, dtype), donate_argnums=(0, 1), out_shardings=replicated)
+    return _STEP_FNS[key]
+
+
+def _schedules(cfg: TrainLMConfig):
+    """``(lr, aux_lr)`` schedules, step -> learning rate."""
+    make = lambda peak: schedules.make(cfg.schedule, peak, cfg.steps, cfg.warmup_frac, cfg.decay_frac, cfg.final_frac)
+    return make(cfg.lr), make(cfg.aux_lr or cfg.lr)
+
+
+def _batch(tokens: np.ndarray, cfg: TrainLMConfig, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step ``step``'s batches of every seed, ``(S, A, M, T)`` with ``A = grad_accum``, ``M·A = batch_size``."""
+    shape = (cfg.grad_accum, cfg.batch_size // cfg.grad_accum, cfg.context)
+    xs, ys = zip(*(corpus.batch(tokens, s, step, cfg.batch_size, cfg.context) for s in cfg.seeds))
+    return np.stack([x.reshape(shape) for x in xs]), np.stack([y.reshape(shape) for y in ys])
+
+
+def _eval_losses(params_S, model_cfg, tokens, *, batch_size, context, max_batches, compute_dtype) -> np.ndarray:
+    """Per-seed mean val loss, shape ``(S,)``: batch means weighted by their number of windows."""
+    fn = _eval_fn(model_cfg, jnp.dtype(compute_dtype).name)
+    total, rows = 0.0, 0
+    for x_BxT, y_BxT in corpus.eval_batches(tokens, batch_size, context, max_batches):
+        total = total + np.asarray(fn(params_S, x_BxT, y_BxT), np.float64) * x_BxT.shape[0]
+        rows += x_BxT.shape[0]
+    return total / rows
+
+
+_EVAL_FNS: dict = {}
+
+
+def _eval_fn(model_cfg, dtype_name: str):
+    """``(params_S, x_BxT, y_BxT) -> loss_S``, jitted once per model and precision."""
+    key = (model_cfg, dtype_name)
+    if key not in _EVAL_FNS:
+        loss = lambda p, x, y: gpt2.loss(p, x, y, model_cfg, compute_dtype=jnp.dtype(dtype_name))
+        _EVAL_FNS[key] = jax.jit(jax.vmap(loss, in_axes=(0, None, None)))
+    return _EVAL_FNS[key]
+
+
+def _flush(out, cfg, pending, t_last, step_last, tokens_per_step, mfu_per_token, last, bar, extra=None):
+    """Write a logged step's metrics (blocking on that step only); returns the new interval start.
+    ``mfu_per_token`` is FLOPs per token over the mesh's peak FLOP/s (``None``: unknown peak)."""
+    m = jax.device_get(pending["metrics"])
+    now, step = time.perf_counter(), pending["step"]
+    rate = tokens_per_step * (step - step_last) / max(now - t_last, 1e-9)
+    mfu = None if mfu_per_token is None else rate * mfu_per_token
+    row = {"step": step, "lr": pending["lr"], "aux_lr": pending["aux_lr"], "tokens_per_s": rate, "mfu": mfu}
+    per_seed = {"loss": np.asarray(m["loss"]), "grad_norm": np.asarray(m["grad_norm"]), **(extra or {})}
+    _write_rows(out, cfg.seeds, row, per_seed)
+    last.update(loss=per_seed["loss"], tokens_per_s=rate, mfu=mfu)
+    bar.set_postfix(loss=f"{float(np.mean(per_seed['loss'])):.4f}", tok_s=f"{rate:.3g}")
+    return now, step
+
+
+def _write_rows(out, seeds, shared: dict, per_seed: dict) -> None:
+    for i, s in enumerate(seeds):
+        row = {**shared, **{k: float(v[i]) for k, v in per_seed.items()}}
+        path = _metrics_path(out, s)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _save(out, cfg, model_cfg, corpus_name, params_S, opt_S, step) -> None:
+    params_S, opt_S = jax.device_get((params_S, opt_S))
+    for i, s in enumerate(cfg.seeds):
+        meta = {"model": "gpt2", "model_config": model_cfg.to_dict(), "step": step, "seed": s,
+                "optimizer": cfg.optimizer, "weight_decay": cfg.weight_decay, "data": corpus_name, "config": cfg.to_dict()}
+        directory = _ckpt_dir(out, s)
+        checkpoints.save_train_state(checkpoints.step_dir(directory, step), batching.take(params_S, i), batching.take(opt_S, i), meta)
+        checkpoints.prune(directory, cfg.keep_checkpoints)
+
+
+def _ckpt_dir(out: str, seed: int) -> str:
+    return os.path.join(out, f"seed-{seed}", "ckpt")
+
+
+def _metrics_path(out: str, seed: int) -> str:
+    return os.path.join(out, f"seed-{seed}", "metrics.jsonl")
+
+
+def _resume_step(out: str, seeds: Sequence[int]) -> int:
+    """The newest step with a complete checkpoint for every seed (0: none)."""
+    common = set.intersection(*(set(checkpoints.complete_steps(_ckpt_dir(out, s))) for s in seeds))
+    return max(common, default=0)
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+    """Keep the lines of steps ≤ ``step`` (none when ``step`` is 0), so a resumed run logs no step twice."""
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if step and row.get("step", step + 1) <= step:
+                kept.append(json.dumps(row) + "\n")
+    write_text_atomic(path, "".join(kept))
+
+
+def _claim_out(out: str, cfg: TrainLMConfig, resolved: dict) -> None:
+    """Write ``config.json``, or check that the stored one matches ``cfg`` field by field."""
+    path = os.path.join(out, "config.json")
+    want = json.loads(json.dumps(cfg.to_dict()))
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                stored = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{path} is unreadable ({e}): pass a new --out") from None
+        for key, val in want.items():
+            if stored.get(key) != val:
+                raise UserError(f"run directory {out} was started with {key} = {stored.get(key)!r}, not {val!r}: "
+                                f"rerun with the same {key} to resume, or pass a new --out")
+        return
+    if os.path.isdir(out) and os.listdir(out):
+        raise UserError(f"run directory {out} exists and is not a connect train-lm run: pass an empty or new --out")
+    write_json_atomic(path, {**want, "resolved": resolved})
+
+
+def _summary(out: str, cfg: TrainLMConfig, data: corpus.Corpus, n_dev: int, last: dict) -> dict:
+    """The last logged loss and val loss of every seed (read back from metrics.jsonl)."""
+    per_seed = {}
+    for s in cfg.seeds:
+        loss = val = None
+        with open(_metrics_path(out, s)) as f:
+            for line in f:
+                row = json.loads(line)
+                loss = row.get("loss", loss)
+                val = row.get("val_loss", val)
+        per_seed[s] = {"loss": loss, "val_loss": val}
+    return {"out": out, "steps": cfg.steps, "seeds": per_seed, "corpus": data.name,
+            "unigram_entropy": corpus.unigram_entropy(data.val), "n_devices": n_dev,
+            "tokens_per_s": last.get("tokens_per_s"), "mfu": last.get("mfu")}
