@@ -15,11 +15,15 @@ lion       ``sign(β₁m + (1−β₁)g)`` (Chen et al. 2023)        ℓ∞ 1/λ
 signsgd    ``sign(g)``                                       ℓ∞ 1/λ
 muon       matrices: ``s·NS(nesterov momentum)``; rest AdamW  ‖W‖₂ ≤ s/λ
 muon_exact as muon, with the exact ``msign = U Vᵀ`` (SVD)      ‖W‖₂ ≤ s/λ
+muon_full  exact-msign Muon on matrices and on every other    ‖W‖₂ ≤ s/λ,
+           array as a 1×k row, whose msign is ``g/‖g‖₂``      ‖v‖₂ ≤ 1/λ
 =========  ================================================  ==========
 
 Muon's split is explicit: the caller names which arrays are matrices (the model
 module's ``MUON_MATRICES``); every other array is updated by AdamW with the same
-learning rate and decay.
+learning rate and decay ("Muon-hybrid"), or, for ``muon_full`` (THEORY.md §B), by Muon
+itself on the array flattened to a row (Nesterov momentum, then ``msign`` of a 1×k matrix
+``= g/‖g‖₂``), so each such array stays in the ℓ₂ ball ``1/λ``.
 
 Transformers (:func:`make_lm`, names :data:`LM_OPTIMIZERS`) take nested parameter pytrees
 (:mod:`connect.models.gpt2`), two learning rates (hidden matrices / everything else), decay
@@ -151,6 +155,33 @@ def _muon_exact(lr, wd, matrices):
     return _muon(lr, wd, matrices, exact=True)
 
 
+def _as_rows(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``inner`` applied to every array reshaped to a ``1×k`` row (and the result reshaped back)."""
+
+    def rows(tree):
+        return jax.tree.map(lambda x: jnp.reshape(x, (1, -1)), tree)
+
+    def update_fn(updates, state, params=None):
+        out, state = inner.update(rows(updates), state, None if params is None else rows(params))
+        return jax.tree.map(lambda u, g: jnp.reshape(u, jnp.shape(g)), out, updates), state
+
+    return optax.GradientTransformation(lambda params: inner.init(rows(params)), update_fn)
+
+
+def _muon_full(lr, wd, matrices):
+    """Muon-full (THEORY.md §B): exact-msign Muon on ``matrices`` and on every other array as a
+    row, ``msign(gᵀ) = gᵀ/‖g‖₂`` (shape factor 1 for a ``1×k`` row). Every direction has unit
+    dual norm, so with ``ηλ ≤ 1`` the set ``‖W‖₂ ≤ s/λ``, ``‖v‖₂ ≤ 1/λ`` is forward-invariant."""
+    if not matrices:
+        raise UserError("muon_full needs the names of the matrices it orthogonalises (the model's MUON_MATRICES)")
+
+    def labels(params):
+        return {k: ("muon" if k in matrices else "row") for k in params}
+
+    return optax.multi_transform({"muon": _decoupled(scale_by_muon(exact=True), lr, wd),
+                                  "row": _decoupled(_as_rows(scale_by_muon(exact=True)), lr, wd)}, labels)
+
+
 class OptimizerSpec(NamedTuple):
     build: Callable[[float, float, tuple[str, ...]], optax.GradientTransformation]
     constraint_kind: str
@@ -167,6 +198,8 @@ REGISTRY: dict[str, OptimizerSpec] = {
     "signsgd": OptimizerSpec(_signsgd, "linf", 0.003, "sign descent, decoupled decay: ℓ∞ ball 1/λ"),
     "muon": OptimizerSpec(_muon, "muon", 0.01, "Newton–Schulz orthogonalised momentum on matrices, AdamW elsewhere: spectral ball s/λ"),
     "muon_exact": OptimizerSpec(_muon_exact, "muon", 0.01, "Muon with the exact msign U Vᵀ (SVD) for theory checks: spectral ball s/λ to round-off"),
+    "muon_full": OptimizerSpec(_muon_full, "muon_full", 0.01,
+                               "exact-msign Muon on matrices and on the other arrays as rows (g/‖g‖₂): ‖W‖₂ ≤ s/λ, ‖v‖₂ ≤ 1/λ"),
 }
 
 

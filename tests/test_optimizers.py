@@ -128,10 +128,60 @@ def test_muon_confines_matrices_to_the_spectral_ball(name, tol):
     np.testing.assert_allclose(cset.relative_norm(params), max(LAM * sv[0] / s, LAM * float(jnp.max(jnp.abs(params["a"])))), rtol=1e-5)
 
 
+def test_muon_full_first_update_is_msign_of_each_array():
+    """Muon-full's first step (zero momentum, so the Nesterov direction is g): W moves by
+    ``−η(U Vᵀ + λW)`` and every other array v by ``−η(g_v/‖g_v‖₂ + λv)`` — the msign of a row —
+    each array on its own (numpy SVD and norms, float64)."""
+    lr, lam = 0.05, 0.7
+    rng = np.random.default_rng(6)
+    opt = optimizers.make("muon_full", lr, lam, ("W",))
+    with jax.enable_x64(True):
+        p = {"W": jnp.asarray(rng.normal(size=(5, 3))), "b": jnp.asarray(rng.normal(size=5)), "a": jnp.asarray(rng.normal(size=5))}
+        g = {k: jnp.asarray(rng.normal(size=v.shape)) for k, v in p.items()}
+        upd, _ = opt.update(g, opt.init(p), p)
+    gw = np.asarray(g["W"])
+    u, _, vt = np.linalg.svd(gw, full_matrices=False)
+    s = constraints.muon_shape_factor(gw.shape)
+    assert s == pytest.approx(math.sqrt(5 / 3))
+    np.testing.assert_allclose(np.asarray(upd["W"]), -lr * (s * u @ vt + lam * np.asarray(p["W"])), atol=1e-12)
+    for k in ("a", "b"):
+        gk = np.asarray(g[k])
+        np.testing.assert_allclose(np.asarray(upd[k]), -lr * (gk / np.linalg.norm(gk) + lam * np.asarray(p[k])), atol=1e-12)
+
+
+def test_muon_full_keeps_its_ball_and_reaches_it():
+    """THEORY.md §B [R]: every Muon-full direction has unit dual norm (``‖U Vᵀ‖₂ = 1``,
+    ``‖g/‖g‖‖₂ = 1``), so with ηλ ≤ 1 the set ``‖W‖₂ ≤ s/λ``, ``‖a‖₂ ≤ 1/λ`` is forward-invariant:
+    started inside, no iterate leaves it (float64, round-off); with targets far outside, the
+    iterates end on its boundary."""
+    target = {"W": 10.0 * jax.random.normal(jax.random.key(4), (6, 3)) / LAM, "a": 10.0 * jax.random.normal(jax.random.key(5), (3,)) / LAM}
+    opt = optimizers.make("muon_full", 0.01, LAM, ("W",))
+    cset = optimizers.constraint("muon_full", LAM, ("W",))
+    with jax.enable_x64(True):
+        tgt = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), target)
+        step = training.make_step(_quadratic(tgt), opt)
+
+        @jax.jit
+        def go(params):
+            def body(carry, _):
+                p, s, _loss = step(*carry)
+                return (p, s), cset.relative_norm(p)
+
+            (params, _), rel_T = jax.lax.scan(body, (params, opt.init(params)), None, length=1500)
+            return params, rel_T
+
+        start = jax.tree.map(lambda x: 0.1 * x / (10.0 * float(cset.relative_norm(tgt))), tgt)  # relative norm 0.01
+        params, rel_T = go(start)
+    assert float(np.asarray(rel_T).max()) <= 1 + 1e-12
+    sv = np.linalg.svd(np.asarray(params["W"]), compute_uv=False)
+    s = constraints.muon_shape_factor((6, 3))
+    assert sv[0] * LAM / s == pytest.approx(1.0, abs=2e-2) and np.linalg.norm(np.asarray(params["a"])) * LAM == pytest.approx(1.0, abs=2e-2)
+
+
 def test_constraint_kinds_and_radii():
     kinds = {name: optimizers.constraint(name, 0.5, ("W",)).kind for name in optimizers.names()}
     assert kinds == {"sgd": "none", "momentum": "none", "adam": "none", "adamw": "linf", "lion": "linf", "signsgd": "linf", "muon": "muon",
-                     "muon_exact": "muon"}
+                     "muon_exact": "muon", "muon_full": "muon_full"}
     assert set(kinds.values()) <= set(constraints.KINDS)
     linf, muon, none = (optimizers.constraint(n, 0.5, ("W",)) for n in ("adamw", "muon", "sgd"))
     assert linf.linf_radius == 2.0 and math.isinf(linf.spectral_radius((4, 4)))
@@ -212,6 +262,8 @@ def test_bad_hyperparameters_are_user_errors():
         optimizers.make("adamw", 0.01, -0.1)
     with pytest.raises(UserError, match="matrices"):
         optimizers.make("muon", 0.01, 0.1)
+    with pytest.raises(UserError, match="matrices"):
+        optimizers.make("muon_full", 0.01, 0.1)
 
 
 def test_msign_is_the_polar_factor():

@@ -55,3 +55,19 @@ def test_at_least_the_hybrid_value():
     rho, _ = orbits.muon_full_orbit_relative(params, lam)
     hybrid = float(ConstraintSet("muon", lam, ("W",)).orbit_relative(params))
     assert rho >= hybrid * (1 - 1e-7)
+
+
+def test_two_neurons_against_a_grid_of_rescalings():
+    """For two neurons (W 2×2, so s = 1) the orbit value is ``min_s λ max(‖diag(s)W‖₂, ‖a/s‖₂)``:
+    a numpy grid over ``(s₁, s₂)`` never beats it and comes within 1%."""
+    rng = np.random.default_rng(2)
+    lam = 0.8
+    s1, s2 = np.meshgrid(np.exp(np.linspace(-4, 4, 801)), np.exp(np.linspace(-3, 3, 301)))
+    scale_Kx2 = np.stack([s1.ravel(), s2.ravel()], 1)
+    for _ in range(3):
+        p = {"W": rng.normal(size=(2, 2)), "a": rng.normal(size=2)}
+        rho, _ = orbits.muon_full_orbit_relative(p, lam)
+        w_op = np.linalg.norm(scale_Kx2[:, :, None] * p["W"][None], ord=2, axis=(1, 2))
+        a_l2 = np.linalg.norm(p["a"][None] / scale_Kx2, axis=1)
+        best = lam * np.maximum(w_op, a_l2).min()
+        assert rho * (1 - 1e-6) <= best <= rho * (1 + 1e-2)

@@ -58,16 +58,11 @@ from connect import losses, training
 from connect.constraints import ConstraintSet, muon_shape_factor
 from connect.errors import UserError
 from connect.models import relu
+from theory import names
 from theory import patterns as pat
 from theory.claims import ClaimResult
 
 LOSSES = ("squared", "logistic")
-#: Constraint names of :func:`optimum`: optimizer names map to the kind of their implicit set.
-CONSTRAINTS = {
-    "weight_decay": "weight_decay", "sgd": "weight_decay", "momentum": "weight_decay", "adam": "weight_decay",
-    "linf": "linf", "adamw": "linf", "lion": "linf", "signsgd": "linf",
-    "muon": "muon", "muon_exact": "muon", "muon_full": "muon_full",
-}
 #: A block counts as nonzero when its norm exceeds this fraction of the largest block's.
 ZERO_TOL = 1e-6
 #: Vertex enumeration of the optimal polytope is skipped above this many candidate bases.
@@ -500,11 +495,12 @@ class Optimum:
 
 
 def _validate(x_NxD, y_N, constraint: str, lam: float, loss: str) -> tuple[np.ndarray, np.ndarray, str]:
-    kind = CONSTRAINTS.get(constraint)
-    if kind is None:
-        raise UserError(f"unknown constraint {constraint!r}: choose from {', '.join(CONSTRAINTS)}")
-    if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
-        raise UserError(f"λ must be a finite number > 0, got {lam}: pass the optimizer's weight decay (--lam)")
+    kind = names.kind_of(constraint)
+    if kind == "l2":
+        raise UserError("no convex program for the ℓ₂ ball (THEORY.md §C has weight decay, Muon-full, box and hybrid): "
+                        "use --constraint weight_decay, muon_full, adamw or muon")
+    kind = "weight_decay" if kind == "none" else kind
+    names.check_lam(lam)
     if loss not in LOSSES:
         raise UserError(f"unknown loss {loss!r}: choose from {', '.join(LOSSES)}")
     x_NxD, y_N = np.asarray(x_NxD, np.float64), np.asarray(y_N, np.float64).reshape(-1)
@@ -522,7 +518,8 @@ def optimum(x_NxD, y_N, constraint: str, lam: float, *, loss: str = "squared", n
     """Global optimum of ``L`` over a two-layer ReLU network in the implicit set of ``constraint``
     at decay λ (THEORY.md §B–C), from the convex programs of this module.
 
-    ``constraint``: an optimizer name or a kind. ``sgd``/``momentum``/``adam``/``weight_decay`` →
+    ``constraint``: an optimizer name or a kind, mapped by :func:`theory.names.kind_of` (``l2`` has
+    no program here). ``sgd``/``momentum``/``adam``/``weight_decay``/``none`` →
     C1 with ``β = λ`` (``m*``, ``M*``, connected width); ``muon_full`` → C2 with
     ``r_W = s/λ``, ``r_a = 1/λ`` (``s`` Muon's shape factor at ``width``, 1 when no width);
     ``adamw``/``lion``/``signsgd``/``linf`` → the box ``r = 1/λ`` at ``width`` (default 2n),

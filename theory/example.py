@@ -26,18 +26,11 @@ system. Consistent rank-deficient systems would give a continuum of zero-loss po
 detected and reported (``degenerate``), none occur for these data.
 
 Regions. The box orbit and the hybrid orbit have closed forms
-(:meth:`connect.constraints.ConstraintSet.in_orbit`). Muon-full orbit membership (THEORY.md
-§B): a rescaling ``(s_j w_j, a_j/s_j)`` lies in ``{‖W‖₂ ≤ r_W, ‖a‖₂ ≤ r_a}`` iff, with
-``t_j = a_j²/s_j²`` and ``v_j = |a_j| w_j``, ``Σ t_j ≤ r_a²`` and ``Σ_j v_j v_jᵀ/t_j ⪯ r_W² I``.
-Scaling ``t`` to the simplex, the orbit condition is
-
-    μ := min_{t ∈ Δ} λ_max(Σ_j v_j v_jᵀ / t_j) ≤ r_a² r_W²,                          (E.2)
-
-and the orbit-relative norm is ``λ (μ/s²)^{1/4}`` (``r_W = s/λ``, ``r_a = 1/λ``; ≤ 1 ⇔ in the
-orbit), the same normalisation as the box's ``λ√(max_j |a_j|‖w_j‖∞)``. (E.2) is convex in t
-(the matrix-fractional function); for m = 2 it is a 1-D convex minimisation over
-``t = (τ, 1 − τ)``, solved by bounded Brent to ~1e-12, for general m a small SDP
-(``min σ`` s.t. ``[[S_j, v_j], [v_jᵀ, t_j]] ⪰ 0``, ``Σ S_j ⪯ σI``, ``Σ t_j = 1``, cvxpy).
+(:meth:`connect.constraints.ConstraintSet.orbit_relative`); Muon-full orbit membership (THEORY.md
+§B: a rescaling lies in ``{‖W‖₂ ≤ s/λ, ‖a‖₂ ≤ 1/λ}`` iff some ``t ≥ 0`` has ``Σ t_j ≤ r_a²`` and
+``Σ_j v_j v_jᵀ/t_j ⪯ r_W² I``, ``v_j = |a_j| w_j``) is the small SDP of
+:func:`theory.orbits.muon_full_orbit_relative`. Each orbit-relative norm is ≤ 1 exactly when
+some rescaling of the network lies in the set.
 """
 
 from __future__ import annotations
@@ -47,12 +40,12 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import scipy.optimize
 
 from connect import losses, optimizers, training
-from connect.constraints import ConstraintSet, muon_shape_factor
+from connect.constraints import ConstraintSet
 from connect.models import relu
+from theory import orbits
 
 ANGLES_DEG = (-78.0, 7.0, 43.0, 143.0)
 TARGETS = (0.40, 0.55, 0.85, 0.40)
@@ -179,70 +172,6 @@ def zero_loss_configurations(x_NxD=None, y_N=None, tol: float = 1e-12) -> dict:
     return {"configs": configs, "degenerate": degenerate}
 
 
-def muon_full_orbit_mu(v_MxD: np.ndarray, method: str = "auto") -> float:
-    """(E.2) ``μ = min_{t ∈ Δ} λ_max(Σ_j v_j v_jᵀ / t_j)`` (zero rows dropped): ``"brent"``
-    (two nonzero rows, 1-D convex), ``"sdp"`` (cvxpy, any m), ``"auto"`` picks Brent for ≤ 2 rows."""
-    v_MxD = np.asarray(v_MxD, dtype=np.float64)
-    v_MxD = v_MxD[np.linalg.norm(v_MxD, axis=1) > 0]
-    if len(v_MxD) == 0:
-        return 0.0
-    if len(v_MxD) == 1:
-        return float(v_MxD[0] @ v_MxD[0])
-    if method == "brent" or (method == "auto" and len(v_MxD) == 2):
-        if len(v_MxD) != 2:
-            raise ValueError("the Brent method of μ is for two neurons")
-        outer = [np.outer(v, v) for v in v_MxD]
-
-        def top(tau):
-            return np.linalg.eigvalsh(outer[0] / tau + outer[1] / (1 - tau))[-1]
-
-        res = scipy.optimize.minimize_scalar(top, bounds=(1e-15, 1 - 1e-15), method="bounded",
-                                             options={"xatol": 1e-14, "maxiter": 500})
-        return float(res.fun)
-    return _mu_sdp(v_MxD)
-
-
-def _mu_sdp(v_MxD: np.ndarray) -> float:
-    """(E.2) as an SDP: ``min σ`` s.t. ``[[S_j, v_j], [v_jᵀ, t_j]] ⪰ 0``, ``Σ S_j ⪯ σI``, ``Σ t = 1``."""
-    import cvxpy as cp
-
-    m, d = v_MxD.shape
-    sigma, t = cp.Variable(), cp.Variable(m)
-    blocks = [cp.Variable((d + 1, d + 1), PSD=True) for _ in range(m)]
-    cons = [cp.sum(t) == 1, sigma * np.eye(d) - sum(b[:d, :d] for b in blocks) >> 0]
-    for j, b in enumerate(blocks):
-        cons += [b[:d, d] == v_MxD[j], b[d, d] == t[j]]
-    cp.Problem(cp.Minimize(sigma), cons).solve(solver="CLARABEL")
-    return float(sigma.value)
-
-
-def muon_full_orbit_relative(params: dict, lam: float, method: str = "auto") -> float:
-    """``λ (μ/s²)^{1/4}``, ≤ 1 ⇔ some neuron rescaling lies in the Muon-full set
-    ``{‖W‖₂ ≤ s/λ, ‖a‖₂ ≤ 1/λ}`` (module docstring, (E.2))."""
-    w, a = np.asarray(params["W"], dtype=np.float64), np.asarray(params["a"], dtype=np.float64)
-    mu = muon_full_orbit_mu(np.abs(a)[:, None] * w, method)
-    return float(lam * (mu / muon_shape_factor(w.shape) ** 2) ** 0.25)
-
-
-def muon_full_rescale_into(params: dict, lam: float) -> dict:
-    """A rescaling attaining (E.2) for two neurons (the witness): ``t`` from Brent, then
-    ``s_j = |a_j|/√(t_j ρ)`` with the orbit value spread so that both norms hit ``ρ``-relative."""
-    w, a = np.asarray(params["W"], dtype=np.float64), np.asarray(params["a"], dtype=np.float64)
-    v = np.abs(a)[:, None] * w
-    live = np.linalg.norm(v, axis=1) > 0
-    if live.sum() != 2:
-        raise ValueError("the witness is implemented for two live neurons")
-    outer = [np.outer(x, x) for x in v[live]]
-    res = scipy.optimize.minimize_scalar(lambda tau: np.linalg.eigvalsh(outer[0] / tau + outer[1] / (1 - tau))[-1],
-                                         bounds=(1e-15, 1 - 1e-15), method="bounded", options={"xatol": 1e-14})
-    t = np.zeros(len(a))
-    t[live] = (res.x, 1 - res.x)
-    rho = muon_full_orbit_relative(params, lam)
-    ta = t * (rho / lam) ** 2  # Σ t = (ρ r_a)²: ‖a‖₂ = ρ/λ
-    s = np.where(live, np.abs(a) / np.sqrt(np.where(live, ta, 1.0)), 0.0)
-    return {"W": s[:, None] * w, "a": np.where(live, a / np.where(live, s, 1.0), 0.0)}
-
-
 def regions(configs: list[dict]) -> list[dict]:
     """For each configuration, the orbit-relative norm (≤ 1 ⇔ in the orbit) and membership of
     the box at λ_A, Muon-full at λ_M and Muon-hybrid at λ_H (:data:`REGIONS`)."""
@@ -252,7 +181,7 @@ def regions(configs: list[dict]) -> list[dict]:
             p = {key: jnp.asarray(val) for key, val in k["params"].items()}
             box = float(REGIONS["box"].orbit_relative(p))
             hyb = float(REGIONS["hybrid"].orbit_relative(p))
-        full = muon_full_orbit_relative(k["params"], LAM_MUON_FULL)
+        full = orbits.muon_full_orbit_relative(k["params"], LAM_MUON_FULL)[0]
         out.append({"box": box, "muon_full": full, "hybrid": hyb,
                     "in_box": box <= 1.0, "in_muon_full": full <= 1.0, "in_hybrid": hyb <= 1.0})
     return out
@@ -272,26 +201,8 @@ def quotient_distance(c_a, phi_a, c_b, phi_b) -> float:
 
 #: Decay each trained optimizer uses by default: AdamW the box's λ_A; the registry's Muon
 #: (Newton–Schulz ``muon`` and exact-msign ``muon_exact``) is Muon on W and AdamW on a — the
-#: hybrid set — so λ_H; ``muon_full`` (exact msign on W and on the row a, :func:`_muon_full`) λ_M.
+#: hybrid set — so λ_H; ``muon_full`` (exact msign on W and on the row a) λ_M.
 DEFAULT_LAM = {"adamw": LAM_ADAMW, "muon": LAM_HYBRID, "muon_exact": LAM_HYBRID, "muon_full": LAM_MUON_FULL}
-
-
-def _muon_full(lr: float, lam: float) -> optax.GradientTransformation:
-    """Muon-full (THEORY.md §B): exact-msign Muon (:func:`connect.optimizers.scale_by_muon`) on W
-    and on the output weights as a 1×m row, whose msign is ``g/‖g‖₂``; decoupled decay λ, the
-    registry's convention ``θ ← θ − η(u + λθ)``. Its set is ``‖W‖₂ ≤ s/λ``, ``‖a‖₂ ≤ 1/λ``."""
-    direction = optimizers.scale_by_muon(exact=True)
-    row = optax.GradientTransformation(
-        lambda params: direction.init(jax.tree.map(lambda p: p[None], params)),
-        lambda updates, state, params=None: _unrow(direction.update(jax.tree.map(lambda g: g[None], updates), state)))
-    labels = lambda params: {k: ("W" if k == "W" else "row") for k in params}  # noqa: E731
-    return optax.multi_transform({name: optax.chain(t, optax.add_decayed_weights(lam), optax.scale_by_learning_rate(lr))
-                                  for name, t in (("W", direction), ("row", row))}, labels)
-
-
-def _unrow(out):
-    updates, state = out
-    return jax.tree.map(lambda u: u[0], updates), state
 
 
 def train_runs(optimizer: str, seeds, width: int = 2, steps: int = 4000, lr: float = 0.01, lam: float | None = None,
@@ -304,10 +215,7 @@ def train_runs(optimizer: str, seeds, width: int = 2, steps: int = 4000, lr: flo
     lam = DEFAULT_LAM[optimizer] if lam is None else float(lam)
     x_np, y_np = data()
     cfg = relu.ReluConfig(d_in=2, width=width, bias=False)
-    if optimizer == "muon_full":
-        opt = _MUON_FULL.setdefault((lr, lam), _muon_full(lr, lam))  # one object per setting: the trainer's jit reuses it
-    else:
-        opt = optimizers.make(optimizer, lr, lam, relu.MUON_MATRICES)
+    opt = optimizers.make(optimizer, lr, lam, relu.MUON_MATRICES)
     with jax.enable_x64(True):
         x, y = jnp.asarray(x_np), jnp.asarray(y_np)
         params_S, loss_SxT = training.train(_Init(cfg), _mse, opt, list(seeds), x, y, steps)
@@ -326,7 +234,7 @@ def train_runs(optimizer: str, seeds, width: int = 2, steps: int = 4000, lr: flo
                     row[f"{name}_relative"] = float(cset.relative_norm(pj))
                     row[f"{name}_orbit"] = float(cset.orbit_relative(pj))
             row["muon_full_relative"] = float(REGIONS["muon_full"].relative_norm(pj))
-        row["muon_full_orbit"] = muon_full_orbit_relative(p, LAM_MUON_FULL)
+        row["muon_full_orbit"] = orbits.muon_full_orbit_relative(p, LAM_MUON_FULL)[0]
         if configs:
             dist = [quotient_distance(c, phi, k["c"], k["phi"]) for k in configs]
             row["nearest"], row["distance"] = int(np.argmin(dist)), float(np.min(dist))
@@ -349,9 +257,6 @@ class _Init:
 
     def __eq__(self, other):
         return isinstance(other, _Init) and other.cfg == self.cfg
-
-
-_MUON_FULL: dict = {}
 
 
 def _mse(params, x, y):
