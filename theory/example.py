@@ -36,6 +36,7 @@ some rescaling of the network lies in the set.
 from __future__ import annotations
 
 import itertools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -261,3 +262,32 @@ class _Init:
 
 def _mse(params, x, y):
     return losses.mse(relu.apply(params, x), y)
+
+
+#: Sizes of the §E report in ``connect theory verify`` (the CLI's ``connect theory example`` defaults are larger).
+VERIFY_SIZES = {"n_grids": (64, 128, 256), "widths": (2, 3, 4), "optimizers": ("adamw", "muon_exact", "muon", "muon_full"),
+                "seeds": tuple(range(8)), "steps": 2000}
+
+
+def write_report(out_dir: str, **sizes) -> tuple[dict, list[str]]:
+    """Compute the §E example (:func:`theory.certificate.example_results` with ``sizes``), draw its
+    figures into ``out_dir`` (:mod:`theory.figures`: landscape with the certified level, the
+    upper-bound path and the runs; bounds vs N and width; where runs land) and write
+    ``out_dir/summary.json`` (:func:`theory.certificate.example_summary`). Returns
+    ``(summary, figure paths)``."""
+    from connect.io import write_json_atomic
+    from theory import certificate, figures  # they import this module
+
+    results = certificate.example_results(**sizes)
+    summary = certificate.example_summary(results)
+    paths = figures.landscape(results["certs"][-1], results["zero"]["configs"], results["regions"], out_dir, runs=results["runs"])
+    paths += figures.barrier_bounds(results["certs"], results["wide"], out_dir)
+    if results["runs"]:
+        paths += figures.runs_summary(results["runs"], out_dir)
+    write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
+    return summary, paths
+
+
+def report_figures(out_dir: str) -> list[str]:
+    """The §E figures (and ``summary.json``) at :data:`VERIFY_SIZES`, for ``connect theory verify``."""
+    return write_report(out_dir, **VERIFY_SIZES)[1]
