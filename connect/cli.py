@@ -1,4 +1,4 @@
-"""The ``connect`` command line: ``width-sweep``, ``barrier``, ``plot``, ``theory …``.
+"""The ``connect`` command line: ``width-sweep``, ``barrier``, ``plot``, ``train-lm``, ``eval-lm``, ``theory …``.
 
 User mistakes (:class:`connect.errors.UserError`) print one line on stderr and exit 2;
 Ctrl-C exits 130 with a hint that rerunning resumes.
@@ -16,11 +16,10 @@ from connect.errors import UserError
 DEFAULT_RUN_DIR = os.path.join("runs", "width_sweep")
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    from connect import config
-
-    defaults = config.WidthSweepConfig()
-    for f in dataclasses.fields(config.WidthSweepConfig):
+def add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of the config dataclass ``cls`` (underscores become dashes), its help text the field's."""
+    defaults = cls()
+    for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         help_ = f"{f.metadata['help']} (default: {default})"
@@ -29,37 +28,43 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         elif isinstance(default, dict):
             p.add_argument(flag, nargs="+", metavar="NAME=VALUE", default=None, help=help_)
         elif isinstance(default, list):
-            p.add_argument(flag, nargs="+", type=int if f.name == "widths" else str, default=None, metavar=f.name[:-1].upper(), help=help_)
+            item = type(default[0]) if default and not isinstance(default[0], bool) else str
+            p.add_argument(flag, nargs="+", type=item, default=None, metavar=f.name.rstrip("s").upper(), help=help_)
         else:
             p.add_argument(flag, type=type(default), default=None, help=help_)
 
 
 def _parse_named(items: list[str], key: str) -> dict:
-    """``["adamw=0.01", "muon=0.02"]`` → ``{"adamw": 0.01, "muon": 0.02}``."""
+    """``["adamw=0.01", "muon=0.02"]`` → ``{"adamw": "0.01", "muon": "0.02"}`` (values typed by :func:`connect.config.from_dict`)."""
     flag = "--" + key.replace("_", "-")
     out = {}
     for item in items:
         name, sep, val = item.partition("=")
-        try:
-            out[name] = float(val)
-        except ValueError:
-            sep = ""
-        if not sep:
+        if not (sep and name and val):
             raise UserError(f"{flag} {item!r} is not NAME=VALUE, e.g. {flag} adamw=0.01 muon=0.02")
+        out[name] = val
     return out
 
 
-def sweep_config(args: argparse.Namespace):
-    """Defaults < ``--config`` file < command-line flags."""
+def config_from_args(args: argparse.Namespace, cls: type):
+    """The ``cls`` config of a command: defaults < ``--config`` file < command-line flags (a dict flag adds
+    to the file's dict), validated."""
     from connect import config
 
-    values = config.load_toml(args.config) if args.config else {}
+    values = config.load_toml(args.config, cls) if args.config else {}
     source = args.config or "command line"
-    cli = {f.name: getattr(args, f.name) for f in dataclasses.fields(config.WidthSweepConfig) if getattr(args, f.name) is not None}
-    for key in ("lr", "weight_decay_by"):
-        if key in cli:
-            cli[key] = {**values.get(key, {}), **_parse_named(cli[key], key)}
-    return config.from_dict(cli, "command line", base=config.from_dict(values, source)).validate()
+    cli = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
+    for key, val in cli.items():
+        if isinstance(getattr(cls(), key), dict):
+            cli[key] = {**values.get(key, {}), **_parse_named(val, key)}
+    return config.from_dict(cli, "command line", base=config.from_dict(values, source, cls=cls)).validate()
+
+
+def sweep_config(args: argparse.Namespace):
+    """The :class:`connect.config.WidthSweepConfig` of ``connect width-sweep``."""
+    from connect import config
+
+    return config_from_args(args, config.WidthSweepConfig)
 
 
 def cmd_width_sweep(args: argparse.Namespace) -> int:
@@ -121,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML file of options (keys as below, with underscores); flags override it")
     p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"output directory, resumed if it exists (default: {DEFAULT_RUN_DIR})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_config_flags(p)
+    from connect import config
+
+    add_config_flags(p, config.WidthSweepConfig)
     p.set_defaults(func=cmd_width_sweep)
 
     b = sub.add_parser("barrier", help="measure the paths between two saved checkpoints",
@@ -145,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--width", type=int, default=None, help="width of the along-t figures (default: the run's plot_width)")
     q.set_defaults(func=cmd_plot)
 
+    from connect import lm_commands
     from theory import commands as theory_commands
 
+    lm_commands.add_parser(sub)
     theory_commands.add_parser(sub)
     return parser
 

@@ -1,0 +1,109 @@
+"""``connect train-lm`` and ``connect eval-lm``: GPT-2 training runs and val losses from the command line.
+
+Thin entry points over :func:`connect.lm_training.train`, :func:`connect.lm_training.load` and
+:func:`connect.lm_training.evaluate`; every option of ``train-lm`` is a field of
+:class:`connect.config.TrainLMConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+
+from connect.errors import UserError
+
+DEFAULT_RUNS = "runs"
+
+
+def add_parser(sub) -> None:
+    """Register ``train-lm`` and ``eval-lm`` on the ``connect`` subparsers ``sub``."""
+    from connect import cli, config
+
+    t = sub.add_parser(
+        "train-lm", help="train GPT-2 (tiny on the embedded corpus by default: CPU minutes) with AdamW, Muon, Lion or SGD",
+        description="Train GPT-2 seeds at once (vmap over seeds) and write OUT/config.json, OUT/seed-S/metrics.jsonl and "
+                    "OUT/seed-S/ckpt/step-K/. Options: defaults < --config file < flags. Rerunning the same command on the same "
+                    "--out resumes from the newest checkpoint every seed has and reaches the parameters an uninterrupted run "
+                    "would (bit-identical on CPU); every option, steps included, must then equal the stored config.json. "
+                    "Prints each seed's final train and val loss (nats), the val split's unigram entropy (the loss of the "
+                    "best context-free model) and the throughput.")
+    t.add_argument("--config", help="TOML file of options (a [train_lm] table, keys as below with underscores); flags override it")
+    t.add_argument("--seed", type=int, default=None, help="one seed: --seed S is --seeds S")
+    t.add_argument("--out", default=None,
+                   help=f"run directory, resumed if it holds checkpoints (default: {DEFAULT_RUNS}/OPTIMIZER-SEED, seeds joined by '-')")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli.add_config_flags(t, config.TrainLMConfig)
+    t.set_defaults(func=cmd_train_lm)
+
+    e = sub.add_parser(
+        "eval-lm", help="val loss (nats) of a GPT-2 checkpoint: connect train-lm or Hugging Face save_pretrained",
+        description="Mean next-token cross-entropy (nats) of a GPT-2 checkpoint over consecutive windows of a corpus's val "
+                    "split, next to the split's unigram entropy. CKPT: a Hugging Face directory (config.json + "
+                    "model.safetensors), a connect checkpoint seed-S/ckpt/step-K, its seed-S or seed-S/ckpt directory "
+                    "(newest checkpoint), or a run directory with one seed.")
+    e.add_argument("ckpt", metavar="CKPT")
+    e.add_argument("--data", default="", help="corpus as for train-lm --data (default: the embedded corpus)")
+    e.add_argument("--tokenizer", default="", help="a Hugging Face tokenizer.json to encode text with (default: bytes)")
+    e.add_argument("--val-fraction", type=float, default=config.TrainLMConfig.val_fraction,
+                   help=f"val fraction of a text corpus, as in training (default: {config.TrainLMConfig.val_fraction})")
+    e.add_argument("--batch-size", type=int, default=16, help="windows per evaluation batch (default: 16)")
+    e.add_argument("--context", type=int, default=None, help="tokens per window (default: the model's n_positions)")
+    e.add_argument("--max-batches", type=int, default=0, help="evaluate at most this many batches (default: 0, the whole split)")
+    e.set_defaults(func=cmd_eval_lm)
+
+
+def cmd_train_lm(args: argparse.Namespace) -> int:
+    from connect import cli, config, lm_training
+
+    if args.seed is not None:
+        if args.seeds is not None:
+            raise UserError("pass --seed or --seeds, not both (they mean the same)")
+        args.seeds = [args.seed]
+    cfg = cli.config_from_args(args, config.TrainLMConfig)
+    out = args.out or os.path.join(DEFAULT_RUNS, f"{cfg.optimizer}-{'-'.join(map(str, cfg.seeds))}")
+    fresh = not (os.path.isdir(out) and os.listdir(out))
+    try:
+        summary = lm_training.train(cfg, out, progress=not args.quiet)
+    except UserError:
+        if fresh and os.path.isdir(out) and not _has_checkpoint(out, cfg.seeds):  # nothing half-written: the run never started
+            shutil.rmtree(out)
+        raise
+    _print_train_summary(summary)
+    return 0
+
+
+def cmd_eval_lm(args: argparse.Namespace) -> int:
+    from connect import corpus, lm_training
+
+    if args.batch_size < 1 or (args.context is not None and args.context < 1) or args.max_batches < 0:
+        raise UserError("--batch-size and --context must be ≥ 1 and --max-batches ≥ 0 (0: the whole split)")
+    params, model_cfg = lm_training.load(args.ckpt)
+    data = corpus.load(args.data or None, tokenizer=args.tokenizer or None, val_fraction=args.val_fraction)
+    if data.vocab_size > model_cfg.vocab_size:
+        raise UserError(f"corpus {data.name} has vocabulary {data.vocab_size} > the model's vocab_size {model_cfg.vocab_size}: "
+                        f"pass the corpus (or --tokenizer) the model was trained on")
+    context = args.context or model_cfg.n_positions
+    loss = lm_training.evaluate(params, model_cfg, data.val, batch_size=args.batch_size, context=context,
+                                max_batches=args.max_batches or None)
+    part = f"first {args.max_batches * args.batch_size} windows" if args.max_batches else "all windows"
+    print(f"val loss {loss:.6f} nats ({data.name} val split, {part} of {context} tokens; "
+          f"val unigram entropy {corpus.unigram_entropy(data.val):.6f} nats)")
+    return 0
+
+
+def _has_checkpoint(out: str, seeds) -> bool:
+    from connect import checkpoints
+
+    return any(checkpoints.complete_steps(os.path.join(out, f"seed-{s}", "ckpt")) for s in seeds)
+
+
+def _print_train_summary(summary: dict) -> None:
+    fmt = lambda x, spec=".4f": "-" if x is None else format(x, spec)  # noqa: E731
+    print(f"{summary['corpus']}: val unigram entropy {summary['unigram_entropy']:.4f} nats (the best context-free loss)")
+    print(f"{'seed':>6}{'train_loss':>12}{'val_loss':>12}   after {summary['steps']} steps")
+    for s, row in summary["seeds"].items():
+        print(f"{s:>6}{fmt(row['loss']):>12}{fmt(row['val_loss']):>12}")
+    mfu = "" if summary["mfu"] is None else f", MFU {100 * summary['mfu']:.1f}%"
+    print(f"{fmt(summary['tokens_per_s'], '.4g')} tokens/s in the last logged interval on {summary['n_devices']} device(s){mfu}")
+    print(f"wrote {summary['out']}/config.json, seed-S/metrics.jsonl, seed-S/ckpt/")
