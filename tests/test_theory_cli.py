@@ -40,6 +40,15 @@ def test_a_crashing_claim_is_a_reported_failure(tmp_path, monkeypatch, capsys):
     assert not row["passed"] and "no_such_argument" in row["numbers"]["error"]
 
 
+def test_a_failing_figure_is_a_reported_failure(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(verify, "CLAIMS", [("F.7", "theory.constructive", "claim_sqrt_schedule", {})])
+    monkeypatch.setattr(verify, "FIGURES", [("theory.example", "no_such_figure")])
+    code, out, _ = _run(["theory", "verify", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 1 and "PASS F.7" in out and "FAIL figure" in out
+    rows = json.loads((tmp_path / "report.json").read_text())["claims"]
+    assert [r["claim"] for r in rows] == ["F.7", "figure"] and "no_such_figure" in rows[1]["numbers"]["error"]
+
+
 def test_constraint_sets_on_a_missing_run_is_one_line(tmp_path, capsys):
     code, _, err = _run(["theory", "constraint-sets", str(tmp_path / "nope")], capsys)
     assert code == 2 and "not found" in err and err.count("\n") == 1

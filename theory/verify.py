@@ -26,13 +26,20 @@ from theory.claims import ClaimResult
 CLAIMS: list[tuple[str, str, str, dict]] = [
     ("F.1", "theory.connectivity", "claim_geometry", {}),
     ("F.2", "theory.optimizer_sets", "claim_optimizer_ball", {}),
+    ("F.3", "theory.convex", "claim_convex_exactness", {}),
+    ("F.4", "theory.convex", "claim_linf_sandwich", {}),
     *[("F.5", "theory.capacity", "claim_capacity", {"kind": k, "width": w}) for k in ("linf", "muon", "muon_full") for w in (4, 64)],
+    ("F.5", "theory.convex", "claim_regions", {}),
     ("F.6", "theory.connectivity", "claim_connect", {}),
     ("F.7", "theory.constructive", "claim_sqrt_schedule", {}),
+    ("F.8", "theory.certificate", "claim_small_width_example", {}),
 ]
 
 #: (module, function) drawing figures into a directory; each returns the paths it wrote.
-FIGURES: list[tuple[str, str]] = []
+FIGURES: list[tuple[str, str]] = [
+    ("theory.example", "report_figures"),  # §E: landscape, bounds vs N and width, runs (+ summary.json)
+    # >>> width staircase (THEORY.md §C/§D): the lead wires ("theory.staircase", "staircase_figure") here <<<
+]
 
 
 def _call(module: str, function: str, kwargs: dict):
@@ -52,8 +59,9 @@ def run_claim(item: str, module: str, function: str, kwargs: dict) -> tuple[Clai
 
 
 def verify(out_dir: str, only: list[str] | None = None, progress: bool = True) -> list[dict]:
-    """Run the claims (those whose item is in ``only``, default all), draw the figures, and write
-    ``out_dir/report.json`` and ``out_dir/report.md``. Returns the report rows."""
+    """Run the claims (those whose item is in ``only``, default all), draw the figures (all claims
+    only; a figure that raises adds a FAIL row), and write ``out_dir/report.json`` and
+    ``out_dir/report.md``. Returns the report rows."""
     os.makedirs(out_dir, exist_ok=True)
     todo = [c for c in CLAIMS if not only or c[0] in only]
     rows = []
@@ -63,8 +71,14 @@ def verify(out_dir: str, only: list[str] | None = None, progress: bool = True) -
     figures = []
     if not only:
         for module, function in FIGURES:
-            with jax.enable_x64(True):
-                figures += [os.path.relpath(p, out_dir) for p in _call(module, function, {"out_dir": os.path.join(out_dir, "figures")})]
+            start = time.perf_counter()
+            try:
+                with jax.enable_x64(True):
+                    figures += [os.path.relpath(p, out_dir) for p in _call(module, function, {"out_dir": os.path.join(out_dir, "figures")})]
+            except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is a reported failure, not a crash
+                err = traceback.format_exception_only(type(e), e)[-1].strip()
+                rows.append({**ClaimResult("figure", f"{module}.{function} draws its figures", False, {"error": err}, 0.0).to_dict(),
+                             "function": f"{module}.{function}", "arguments": {}, "seconds": time.perf_counter() - start})
     write_json_atomic(os.path.join(out_dir, "report.json"), {"claims": rows, "figures": figures})
     write_text_atomic(os.path.join(out_dir, "report.md"), to_markdown(rows, figures))
     return rows
