@@ -241,7 +241,7 @@ def finetune_point(m: Pretrained, task: tasks.Task, method: str, lr: float, seed
     after = _measures(post, model_cfg, task, cfg, val, second)
     ts_T = barrier.grid(cfg.path_points)
     nodes_K = jax.tree.map(lambda a, b: jnp.stack([a, b]), pre, post)
-    along = [_path_losses(paths.point("linear", nodes_K, jnp.float32(t)), model_cfg, held, cfg, val) for t in ts_T.tolist()]
+    along = [_path_losses(_linear_point(nodes_K, jnp.float32(t)), model_cfg, held, cfg, val) for t in ts_T.tolist()]
     corpus_T, task_T = np.array([a[0] for a in along]), np.array([a[1] for a in along])
     result = {
         "n_trainable": n_trainable,
@@ -551,6 +551,11 @@ def _measures(params, model_cfg, task: tasks.Task, cfg: FinetuneConfig, val, sec
     return out
 
 
+@jax.jit
+def _linear_point(nodes_K, t):
+    return paths.point("linear", nodes_K, t)
+
+
 def _path_losses(params, model_cfg, held, cfg, val) -> tuple[float, float]:
     return _corpus_loss(params, model_cfg, val, cfg), tasks.answer_loss(params, model_cfg, held, cfg.batch_size)
 
@@ -575,30 +580,42 @@ def _trainer(m: Pretrained, name: str, is_lora: bool, cfg: FinetuneConfig, theta
     """``(optimizer, step)`` for optimizer ``name`` on the full params or on adapters ``theta``, built at
     ``lr = 1`` and cached per model and optimizer settings, so every lr and seed reuses one compiled
     step ``(θ, base, opt_state, η, x, y, mask) -> (θ, opt_state, loss)`` (``base``: the pretrained
-    params under the adapters, None for full finetuning)."""
+    params under the adapters, None for full finetuning). The gradient and the update are two jitted
+    programs: the gradient's (the expensive compilation) is shared by every optimizer."""
     clip = cfg.clip_norm or None
     key = (m.model_cfg, name, is_lora, cfg.weight_decay, clip, jax.tree.structure(theta),
            tuple((x.shape, x.dtype) for x in jax.tree.leaves(theta)))
     if key in _TRAINERS:
         return _TRAINERS[key]
-    model_cfg = m.model_cfg
     if is_lora:
         opt = lora.optimizer(name, theta, lr=1.0, weight_decay=cfg.weight_decay, clip_norm=clip)
     else:
         opt = optimizers.make_lm(name, theta, lr=1.0, weight_decay=cfg.weight_decay, clip_norm=clip)
+    grad_fn = _grad_fn(m.model_cfg, is_lora)
+
+    @jax.jit
+    def update(theta, opt_state, grads, lr):
+        updates, opt_state = opt.update(grads, opt_state, theta)
+        return optax.apply_updates(theta, jax.tree.map(lambda u: lr * u, updates)), opt_state
+
+    def step(theta, base, opt_state, lr, x_BxT, y_BxT, m_BxT):
+        loss, grads = grad_fn(theta, base, x_BxT, y_BxT, m_BxT)
+        theta, opt_state = update(theta, opt_state, grads, lr)
+        return theta, opt_state, loss
+
+    _TRAINERS[key] = (opt, step)
+    return _TRAINERS[key]
+
+
+@functools.cache
+def _grad_fn(model_cfg: gpt2.GPT2Config, is_lora: bool):
+    """Jitted ``(θ, base, x, y, mask) -> (loss, ∇_θ loss)`` of the answer-token loss (:func:`connect.tasks.masked_loss`)."""
 
     def loss_of(theta, base, x_BxT, y_BxT, m_BxT):
         params = lora.apply_lora(base, theta) if is_lora else theta
         return tasks.masked_loss(params, x_BxT, y_BxT, m_BxT, model_cfg)
 
-    def step(theta, base, opt_state, lr, x_BxT, y_BxT, m_BxT):
-        loss, grads = jax.value_and_grad(loss_of)(theta, base, x_BxT, y_BxT, m_BxT)
-        updates, opt_state = opt.update(grads, opt_state, theta)
-        updates = jax.tree.map(lambda u: lr * u, updates)
-        return optax.apply_updates(theta, updates), opt_state, loss
-
-    _TRAINERS[key] = (opt, jax.jit(step))
-    return _TRAINERS[key]
+    return jax.jit(jax.value_and_grad(loss_of))
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -135,8 +135,8 @@ def answer_loss(params, cfg: gpt2.GPT2Config, enc: Encoded, batch_size: int = 12
     """Mean cross-entropy (nats) over every answer token of ``enc`` (each token weighted equally)."""
     total = count = 0.0
     for lo in range(0, len(enc.x_NxT), batch_size):
-        sl = slice(lo, lo + batch_size)
-        s, c = _ce_sums(params, enc.x_NxT[sl], enc.y_NxT[sl], enc.mask_NxT[sl], cfg)
+        x_BxT, y_BxT, m_BxT = (_padded(a[lo:lo + batch_size], batch_size) for a in (enc.x_NxT, enc.y_NxT, enc.mask_NxT))
+        s, c = _ce_sums(params, x_BxT, y_BxT, m_BxT, cfg)
         total, count = total + float(s), count + float(c)
     return total / max(count, 1.0)
 
@@ -146,9 +146,10 @@ def greedy_answers(params, cfg: gpt2.GPT2Config, enc: Encoded, batch_size: int =
     ``argmax z_{p+j−1}`` at position ``p + j`` (jitted, one full forward per step; causality makes the
     later, overwritten positions irrelevant)."""
     n_new = int(enc.answer_len_N.max())
-    out = [np.asarray(_greedy(params, enc.x_NxT[lo:lo + batch_size], enc.prompt_len_N[lo:lo + batch_size], cfg, n_new))
+    out = [np.asarray(_greedy(params, _padded(enc.x_NxT[lo:lo + batch_size], batch_size),
+                              _padded(enc.prompt_len_N[lo:lo + batch_size], batch_size, 1), cfg, n_new))
            for lo in range(0, len(enc.x_NxT), batch_size)]
-    return np.concatenate(out)
+    return np.concatenate(out)[:len(enc.x_NxT)]
 
 
 def accuracy(params, cfg: gpt2.GPT2Config, enc: Encoded, batch_size: int = 128) -> float:
@@ -157,6 +158,13 @@ def accuracy(params, cfg: gpt2.GPT2Config, enc: Encoded, batch_size: int = 128) 
     want_NxA = _answers(enc, pred_NxA.shape[1])
     valid_NxA = np.arange(pred_NxA.shape[1])[None, :] < enc.answer_len_N[:, None]
     return float(np.mean(np.all((pred_NxA == want_NxA) | ~valid_NxA, axis=1)))
+
+
+def _padded(a: np.ndarray, rows: int, fill=PAD) -> np.ndarray:
+    """``a`` with rows of ``fill`` appended up to ``rows`` (every batch one shape: one compilation)."""
+    if len(a) == rows:
+        return a
+    return np.concatenate([a, np.full((rows - len(a), *a.shape[1:]), fill, a.dtype)])
 
 
 def _answers(enc: Encoded, width: int) -> np.ndarray:
