@@ -46,7 +46,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from connect import barrier, corpus, lm_training, lora, optimizers, paths, schedules, spectra, tasks
+from connect import barrier, config, corpus, lm_training, lora, optimizers, paths, schedules, spectra, tasks
 from connect.config import _f
 from connect.errors import UserError
 from connect.io import write_json_atomic
@@ -134,6 +134,23 @@ class FinetuneConfig:
         if self.size_method != "same":
             method_optimizer(self.size_method, self.lora_optimizer)
         return self
+
+
+def load_config(path: str, table: str = "finetune", **overrides) -> FinetuneConfig:
+    """The :class:`FinetuneConfig` of table ``table`` of TOML file ``path`` (e.g. ``tiny`` in
+    ``experiments/finetune_consistency.toml``), with fields ``overrides`` on top."""
+    import tomllib
+
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path} not found: pass a TOML file such as experiments/finetune_consistency.toml")
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"config file {path} is not valid TOML ({e})") from None
+    if table not in doc:
+        raise UserError(f"config file {path} has no [{table}] table: use one of {', '.join(doc) or '(none)'}")
+    return config.from_dict({**doc[table], **overrides}, source=f"{path} [{table}]", cls=FinetuneConfig)
 
 
 @dataclasses.dataclass(frozen=True)
