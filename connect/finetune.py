@@ -231,18 +231,12 @@ def point_id(label: str, task: str, n_train: int, method: str, lr: float, seed: 
 def finetune_point(m: Pretrained, task: tasks.Task, method: str, lr: float, seed: int, cfg: FinetuneConfig,
                    val: np.ndarray, second: np.ndarray | None, baseline: dict) -> dict:
     """Finetune ``m`` on ``task`` with ``method`` at ``lr`` (seed ``seed``) and measure it (module docstring)."""
-    name, is_lora = method_optimizer(method, cfg.lora_optimizer)
+    _, is_lora = method_optimizer(method, cfg.lora_optimizer)
     model_cfg, pre = m.model_cfg, m.params
     train = tasks.encode(task.train, cfg.context)
     held = tasks.encode(task.heldout, cfg.context)
-    if is_lora:
-        theta = lora.init(jax.random.key(seed), pre, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
-        n_trainable = lora.n_params(theta)
-    else:
-        theta = pre
-        n_trainable = sum(int(x.size) for x in jax.tree.leaves(pre))
-    opt, step_fn = _trainer(m, name, is_lora, cfg, theta)
-    opt_state = opt.init(theta)
+    theta, opt_state, step_fn = trainer(m, method, cfg, seed)
+    n_trainable = sum(int(x.size) for x in jax.tree.leaves(theta))
     lrs_K = lr * _schedule_values(cfg)
     curve = []
     effective = (lambda th: lora.apply_lora(pre, th)) if is_lora else (lambda th: th)
@@ -278,6 +272,19 @@ def finetune_point(m: Pretrained, task: tasks.Task, method: str, lr: float, seed
         result["second_val_loss_after"] = after["second_val_loss"]
         result["second_forgetting"] = after["second_val_loss"] - baseline["second_val_loss"]
     return result
+
+
+def trainer(m: Pretrained, method: str, cfg: FinetuneConfig, seed: int = 0):
+    """``(θ, opt_state, step)`` of ``method`` on ``m``: ``θ`` the full params or LoRA adapters (init from
+    ``seed``) and ``step(θ, base, opt_state, η, x, y, mask) -> (θ, opt_state, loss)`` with ``base`` the
+    pretrained params for LoRA (None for full finetuning) and ``η`` the step's learning rate."""
+    name, is_lora = method_optimizer(method, cfg.lora_optimizer)
+    if is_lora:
+        theta = lora.init(jax.random.key(seed), m.params, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    else:
+        theta = m.params
+    opt, step = _trainer(m, name, is_lora, cfg, theta)
+    return theta, opt.init(theta), step
 
 
 def delta_w_stats(pre: dict, post: dict, top_k: int) -> dict:
