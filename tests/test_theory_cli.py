@@ -34,6 +34,7 @@ def test_verify_writes_a_report(tmp_path, capsys):
 
 def test_a_crashing_claim_is_a_reported_failure(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(verify, "CLAIMS", [("F.0", "theory.constructive", "claim_sqrt_schedule", {"no_such_argument": 1})])
+    monkeypatch.setattr(verify, "FIGURES", [])
     code, out, _ = _run(["theory", "verify", "--out", str(tmp_path), "--quiet"], capsys)
     assert code == 1 and "FAIL F.0" in out
     row = json.loads((tmp_path / "report.json").read_text())["claims"][0]
@@ -197,7 +198,8 @@ def test_connect_saturated_box_is_inconclusive(tmp_path, capsys):
 
 
 def test_connect_with_a_bias(tmp_path, capsys):
-    """Networks with a bias: folded into W for the box (an answer, exit 0), refused for Muon (exit 2)."""
+    """Networks with a bias: folded into W for the box (CONNECTED inside the box after projecting the
+    ends, each moved by its ℓ∞-clip distance), refused for Muon (exit 2)."""
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(5, 2)), rng.normal(size=5)
     cfg = relu.ReluConfig(d_in=2, width=12, bias=True)
@@ -208,12 +210,11 @@ def test_connect_with_a_bias(tmp_path, capsys):
     out_json = tmp_path / "c.json"
     code, out, _ = _run(["theory", "connect", a, b, "--project", "--out", str(out_json)], capsys)
     res = json.loads(out_json.read_text())
-    assert code == 0 and res["bias_folded"] and res["result"] in ("CONNECTED", "INCONCLUSIVE")
+    assert code == 0 and res["bias_folded"] and res["result"] == "CONNECTED"
     with jax.enable_x64(True):
         expect = [float(optimizers.constraint("adamw", 0.5).distance({k: jnp.asarray(v) for k, v in p.items()})) for p in (pa, pb)]
     np.testing.assert_allclose(res["projection_distance"], expect, rtol=1e-9)  # W, b and a clipped together
-    if res["result"] == "CONNECTED":
-        assert res["path"]["max_relative_norm"] <= 1 + 1e-9
+    assert res["path"]["max_relative_norm"] <= 1 + 1e-9 and res["path"]["max_barrier"] <= 1e-9
     code, _, err = _run(["theory", "connect", a, b, "--constraint", "muon", "--lam", "0.5"], capsys)
     _one_line_error(code, err, "with a bias is exact only for the box and weight decay")
 
