@@ -323,11 +323,13 @@ def pareto_front(points: Sequence[dict], x: str = "forgetting", y: str = "task_a
     """Indices of the points no other point dominates, sorted by ``x``: ``q`` dominates ``p`` when
     ``q[x] ≤ p[x]`` and ``q[y]`` is at least as good (``≥`` when ``maximize_y``, else ``≤``), one of
     the two strictly (minimise forgetting, maximise accuracy or minimise task loss). Of points with equal
-    ``(x, y)`` the first is kept."""
+    ``(x, y)`` the first is kept; points with a non-finite coordinate (diverged) are left out."""
     sign = -1.0 if maximize_y else 1.0
     xy = [(float(p[x]), sign * float(p[y])) for p in points]
     front = []
     for i, (xi, yi) in enumerate(xy):
+        if not (math.isfinite(xi) and math.isfinite(yi)):  # a diverged run is on no front
+            continue
         dominated = any((xj <= xi and yj <= yi and (xj < xi or yj < yi)) or ((xj, yj) == (xi, yi) and j < i)
                         for j, (xj, yj) in enumerate(xy) if j != i)
         if not dominated:
@@ -367,7 +369,8 @@ def least_forgetting_at_equal_performance(rows: Sequence[dict], y: str = "task_a
     among its rows at least that good; ``best`` the method forgetting least there."""
     by_method: dict = {}
     for r in rows:
-        by_method.setdefault(r["method"], []).append(r)
+        if math.isfinite(r[y]) and math.isfinite(r["forgetting"]):  # diverged runs left out
+            by_method.setdefault(r["method"], []).append(r)
     best_y = {m: (max if maximize_y else min)(r[y] for r in rs) for m, rs in by_method.items()}
     target = (min if maximize_y else max)(best_y.values())
     good = lambda r: r[y] >= target if maximize_y else r[y] <= target  # noqa: E731

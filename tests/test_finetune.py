@@ -91,6 +91,8 @@ def test_pareto_front_hand_made_and_brute_force():
     # (0.2, 0.4) is dominated by (0.1, 0.5); (0.3, 0.9) by (0.25, 0.9); the repeated (0.1, 0.5) keeps its first copy
     assert finetune.pareto_front(pts) == [5, 2, 0, 6]
     assert finetune.pareto_front(pts, y="task_loss", maximize_y=False) == [5, 2, 0, 6]
+    diverged = pts + [{"forgetting": float("nan"), "task_accuracy": 1.0, "task_loss": float("nan")}]
+    assert finetune.pareto_front(diverged) == [5, 2, 0, 6]  # a diverged run is on no front and hides none
     rng = np.random.default_rng(0)
     for _ in range(20):
         xy = rng.integers(0, 6, (12, 2)).astype(float)
@@ -106,6 +108,8 @@ def test_least_forgetting_at_equal_performance_hand_made():
             {"method": "muon", "forgetting": 0.05, "task_accuracy": 0.3}, {"method": "muon", "forgetting": 0.2, "task_accuracy": 0.7}]
     r = finetune.least_forgetting_at_equal_performance(rows)
     assert r["target"] == 0.7 and r["forgetting"] == {"adamw": 0.3, "muon": 0.2} and r["best"] == "muon"
+    rows.append({"method": "sgd", "forgetting": float("nan"), "task_accuracy": 1.0})
+    assert finetune.least_forgetting_at_equal_performance(rows) == r
 
 
 def test_delta_w_stats_against_numpy():
