@@ -58,3 +58,16 @@ def test_muon_full_orbit_column(run_dir):
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(UserError, match="config.json"):
         membership.analyse(str(tmp_path))
+
+
+def test_run_trained_with_muon_full(tmp_path):
+    """A sweep that trains ``muon_full`` gets its orbit from the SDP (no closed form exists)."""
+    pytest.importorskip("cvxpy")
+    cfg = config.from_dict({"optimizers": ["muon_full"], "weight_decay": 0.5})
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(cfg.to_dict(), f)
+    p = {"W": np.ones((2, 2), np.float32), "a": np.ones(2, np.float32)}
+    checkpoints.save_checkpoint(str(tmp_path / "checkpoints" / "w0002_muon_full_s0"), p, {"optimizer": "muon_full", "seed": 0})
+    (row,) = membership.analyse(str(tmp_path))
+    assert row["kind"] == "muon_full"
+    assert row["orbit_relative"] == pytest.approx(0.5 * np.sqrt(2 * np.sqrt(2)), rel=1e-5)

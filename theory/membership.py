@@ -38,18 +38,25 @@ def run_sets(run_dir: str) -> dict[str, float]:
 
 
 def checkpoint_rows(params: dict, sets: dict[str, float], muon_full: bool = False) -> list[dict]:
-    """One row per optimizer set: relative norm and orbit-relative norm of ``params``."""
+    """One row per optimizer set: relative norm and orbit-relative norm of ``params``; with
+    ``muon_full``, also the Muon-full set at the λ of each Muon-hybrid set."""
     rows = []
     for name, lam in sets.items():
         cset = optimizers.constraint(name, lam, relu.MUON_MATRICES)
-        rows.append(_row(name, cset.kind, lam, float(cset.relative_norm(params)), float(cset.orbit_relative(params))))
+        rows.append(_row(name, cset.kind, lam, float(cset.relative_norm(params)), _orbit_relative(cset, params)))
         if muon_full and cset.kind == "muon":
-            from theory.orbits import muon_full_orbit_relative
-
             full = ConstraintSet("muon_full", lam, relu.MUON_MATRICES)
-            np_params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
-            rows.append(_row(name, "muon_full", lam, float(full.relative_norm(params)), muon_full_orbit_relative(np_params, lam)[0]))
+            rows.append(_row(name, "muon_full", lam, float(full.relative_norm(params)), _orbit_relative(full, params)))
     return rows
+
+
+def _orbit_relative(cset: ConstraintSet, params: dict) -> float:
+    """:meth:`ConstraintSet.orbit_relative`, or the SDP of :mod:`theory.orbits` for the Muon-full set."""
+    if cset.kind != "muon_full":
+        return float(cset.orbit_relative(params))
+    from theory.orbits import muon_full_orbit_relative
+
+    return muon_full_orbit_relative({k: np.asarray(v, dtype=np.float64) for k, v in params.items()}, cset.lam)[0]
 
 
 def _row(name, kind, lam, rel, orbit):
