@@ -227,3 +227,12 @@ def test_p2_transfer_of_several_neurons_keeps_outputs_gram_and_output_norm():
         assert np.linalg.norm(q["a"]) == pytest.approx(an0, abs=1e-12)
     np.testing.assert_array_equal(constructive.support(seg.end), [0, 2, 5, 6])
     np.testing.assert_array_equal(seg.end["W"][5], p["W"][1])
+
+
+def test_primitives_refuse_a_nonzero_bias():
+    """A bias would be silently dropped (changing the function): refused; a zero bias is harmless."""
+    w = np.array([[1.0, 0.0], [0.0, 1.0]])
+    a = np.array([1.0, -1.0])
+    with pytest.raises(ValueError, match="fold"):
+        constructive.as_float64({"W": w, "b": np.array([0.5, 0.0]), "a": a})
+    assert set(constructive.as_float64({"W": w, "b": np.zeros(2), "a": a})) == {"W", "a"}

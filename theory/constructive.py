@@ -106,7 +106,11 @@ def concatenate(name: str, segments: Sequence[Segment], start: dict) -> Segment:
 
 
 def as_float64(params: dict) -> dict:
-    """``{"W", "a"}`` as float64 numpy arrays (no copy when they already are)."""
+    """``{"W", "a"}`` as float64 numpy arrays (no copy when they already are). The primitives are
+    for bias-free networks: a nonzero bias ``b`` is refused (fold it into ``W`` first with
+    :func:`theory.connectivity.fold_bias`); an all-zero one is dropped, the function unchanged."""
+    if "b" in params and np.any(np.asarray(params["b"]) != 0):
+        raise ValueError("the constructive primitives take networks without bias: fold b into W (theory.connectivity.fold_bias)")
     return {"W": np.asarray(params["W"], dtype=np.float64), "a": np.asarray(params["a"], dtype=np.float64)}
 
 
