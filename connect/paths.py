@@ -25,6 +25,8 @@ import numpy as np
 import optax
 from scipy.special import comb
 
+from connect.errors import UserError
+
 KINDS = ("linear", "bezier", "polychain")
 
 
@@ -96,6 +98,10 @@ def n_free_nodes(kind: str, degree_or_bends: int) -> int:
     return degree_or_bends
 
 
+#: The default distribution of t when learning a path: uniform on [0, 1].
+T_UNIFORM = ("uniform", 0.0, 1.0)
+
+
 def fit(
     kind,
     theta_a,
@@ -106,28 +112,77 @@ def fit(
     n_free: int = 1,
     steps: int = 300,
     t_per_step: int = 4,
+    *,
+    batches=None,
+    batch_fn: Callable | None = None,
+    t_dist=T_UNIFORM,
+    free=None,
 ):
-    """Learn the free nodes: minimise ``E_{t~U[0,1]} L(θ(t))`` by ``steps`` optimizer steps,
-    each averaging the loss over ``t_per_step`` fresh uniform samples of t.
+    """Learn the free nodes: minimise ``E_{t~D} L(θ(t))`` by ``steps`` optimizer steps, each
+    averaging the loss over ``t_per_step`` fresh samples of t (Garipov et al. 2018, eq. (3), with
+    ``D = U[0, 1]``; a narrower ``D`` concentrates the effort on the middle of the path).
 
-    ``kind`` as in :func:`point`. Returns ``(nodes_K, objective_per_step)``. Pure and
-    traceable (vmap over pairs).
+    ``kind`` as in :func:`point`; ``optimizer`` any optax transformation of the free-node pytree
+    (leading axis F). ``t_dist`` is ``("uniform", lo, hi)`` with ``0 ≤ lo < hi ≤ 1`` or a function
+    ``(key, n) -> t_n``. The loss and the data:
+
+    * neither ``batches`` nor ``batch_fn``: ``loss_fn(θ)``, the full-data objective (as before);
+    * ``batches``: a pytree of arrays with leading axis ``steps``; step k uses ``loss_fn(θ, batch_k)``,
+      scanned in one program (pure and traceable: vmap over pairs);
+    * ``batch_fn``: a host function ``k -> batch`` (e.g. :func:`connect.corpus.batch` of a seed);
+      step k runs one jitted update on ``loss_fn(θ, batch_fn(k))`` from a Python loop (not traceable;
+      the endpoints are arguments of that program, never constants baked into it).
+
+    ``free`` starts from given free nodes instead of the straight line (:func:`init_free`).
+    Returns ``(nodes_K, objective_per_step)``.
     """
-    free = init_free(theta_a, theta_b, n_free)
+    if batches is not None and batch_fn is not None:
+        raise ValueError("pass batches or batch_fn, not both")
+    sample_t = _t_sampler(t_dist)
+    free = init_free(theta_a, theta_b, n_free) if free is None else free
+    state = optimizer.init(free)
 
-    def objective(free, key):
-        ts = jax.random.uniform(key, (t_per_step,))
-        nodes = stack_nodes(theta_a, free, theta_b)
-        return jnp.mean(jax.vmap(lambda t: loss_fn(point(kind, nodes, t)))(ts))
+    def update(free, state, key, batch, theta_a, theta_b):
+        def objective(free):
+            ts = sample_t(key, t_per_step)
+            nodes = stack_nodes(theta_a, free, theta_b)
+            loss_at = (lambda t: loss_fn(point(kind, nodes, t))) if batch is None else (lambda t: loss_fn(point(kind, nodes, t), batch))
+            return jnp.mean(jax.vmap(loss_at)(ts))
 
-    def body(carry, key):
-        free, state = carry
-        val, grads = jax.value_and_grad(objective)(free, key)
+        val, grads = jax.value_and_grad(objective)(free)
         updates, state = optimizer.update(grads, state, free)
-        return (optax.apply_updates(free, updates), state), val
+        return optax.apply_updates(free, updates), state, val
 
-    (free, _), obj = jax.lax.scan(body, (free, optimizer.init(free)), jax.random.split(key, steps))
-    return stack_nodes(theta_a, free, theta_b), obj
+    keys = jax.random.split(key, steps)
+    if batch_fn is None:
+        def body(carry, xs):
+            key, batch = xs
+            free, state, val = update(*carry, key, batch, theta_a, theta_b)
+            return (free, state), val
+
+        (free, _), obj = jax.lax.scan(body, (free, state), (keys, batches))
+        return stack_nodes(theta_a, free, theta_b), obj
+    step = jax.jit(update)
+    obj = []
+    for k in range(steps):
+        free, state, val = step(free, state, keys[k], batch_fn(k), theta_a, theta_b)
+        obj.append(val)
+    return stack_nodes(theta_a, free, theta_b), jnp.stack(obj) if obj else jnp.zeros((0,), jnp.float32)
+
+
+def _t_sampler(t_dist) -> Callable:
+    """``(key, n) -> t_n`` for ``t_dist`` (see :func:`fit`); a bad range is a UserError."""
+    if callable(t_dist):
+        return t_dist
+    name, lo, hi = t_dist
+    if name != "uniform":
+        raise UserError(f"unknown t distribution {name!r}: use ('uniform', lo, hi) with 0 <= lo < hi <= 1")
+    lo, hi = float(lo), float(hi)
+    if not 0.0 <= lo < hi <= 1.0:
+        raise UserError(f"t distribution uniform({lo}, {hi}) is not inside [0, 1]: use 0 <= lo < hi <= 1")
+    if (lo, hi) == (0.0, 1.0):
+        return lambda key, n: jax.random.uniform(key, (n,))
+    return lambda key, n: jax.random.uniform(key, (n,), minval=lo, maxval=hi)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from connect.constraints import ConstraintSet
+
 SUMMARIES = ("spectral_norm", "stable_rank", "condition_number", "effective_rank", "nuclear_norm", "max_abs")
 
 
@@ -47,3 +49,33 @@ def summarize(w_MxN: jax.Array) -> dict:
         "nuclear_norm": jnp.sum(s_R),
         "max_abs": jnp.max(jnp.abs(w_MxN)),
     }
+
+
+def summarize_stack(w_xMxN: jax.Array) -> dict:
+    """:func:`summarize` of every matrix of a stack ``(…, M, N)`` (vmapped over all leading axes):
+    ``singular_values`` of shape ``(…, min(M, N))``, every summary of shape ``(…)``."""
+    fn = summarize
+    for _ in range(w_xMxN.ndim - 2):
+        fn = jax.vmap(fn)
+    return fn(w_xMxN)
+
+
+def constraint_relative(summary: dict, constraint: ConstraintSet, name: str, shape_out_in: tuple[int, int]) -> jax.Array:
+    """One matrix's norm relative to its radius in ``constraint``'s set (≤ 1: inside), read from its
+    :func:`summarize` output (no second SVD): ``σ_1 / (s/λ)`` for a matrix the set names (Muon's spectral
+    ball, ``s`` the shape factor of ``shape_out_in = (fan_out, fan_in)``), ``max|W_ij| / (1/λ)`` on the
+    ℓ∞ ball (AdamW, Lion; Muon's other arrays), ``‖W‖_F / (1/λ)`` with ``‖W‖_F² = Σσ²`` on the ℓ₂ balls
+    (``l2``, ``muon_full``'s other arrays), 0 without a ball (see :mod:`connect.constraints`)."""
+    if constraint.kind == "none" or constraint.lam == 0:
+        return jnp.zeros_like(summary["spectral_norm"])
+    if constraint.kind in ("muon", "muon_full") and name in constraint.matrices:
+        return summary["spectral_norm"] / constraint.spectral_radius(shape_out_in)
+    if constraint.kind in ("linf", "muon"):
+        return summary["max_abs"] / constraint.linf_radius
+    return jnp.sqrt(jnp.sum(summary["singular_values"] ** 2, axis=-1)) * constraint.lam
+
+
+def medians(per_matrix: dict[str, dict], stats) -> dict:
+    """The median over matrices of each scalar statistic in ``stats``: ``{stat: (…)}`` from
+    ``{name: {stat: (…)}}`` (as the study reports spectra, Zhang et al., arXiv 2605.09991, §5)."""
+    return {s: jnp.median(jnp.stack([jnp.asarray(m[s]) for m in per_matrix.values()]), axis=0) for s in stats}

@@ -1,0 +1,373 @@
+"""Paths between GPT-2 checkpoints: losses along them, barriers, ensembles, learned bends, spectra.
+
+A path is :mod:`connect.paths`' stacked nodes ``[θ_A, θ_1, …, θ_B]`` over a GPT-2 parameter tree
+(:mod:`connect.models.gpt2`). Along it, on a t-grid (default 0, 0.1, …, 1):
+
+* **val loss** ``L(θ(t)) = −(1/N) Σ_i log p_θ(t)(y_i | x_{≤i})`` over the ``N`` target tokens of the
+  consecutive windows of :func:`connect.corpus.eval_batches` (every token weighted equally, as
+  :func:`connect.lm_training.evaluate`). One compiled program takes a data batch and returns the
+  summed negative log-likelihood at *every* t: the points are built on the device
+  (:func:`connect.paths.point`), ``t_chunk`` of them at a time under ``vmap`` and the chunks in a
+  ``lax.map``; the batch axis is sharded over a 1-D mesh named ``data`` (params replicated), so
+  XLA sums across devices. The last, short batch is padded with zero-weight rows, so one shape
+  compiles and every device gets whole rows;
+* **barriers** (:mod:`connect.barrier`): the seed's ``max_t [L(t) − ((1−t)L(0) + tL(1))]`` and
+  ``max_t L(t) − max(L(0), L(1))``, on the val split and, when given, on a second corpus (out of
+  distribution);
+* **ensembles**: the loss of averaged predictions ``p̄ = (1/M) Σ_m p_m`` (Garipov et al. 2018, §5),
+  ``−(1/N) Σ_i log p̄(y_i)``, computed as ``log p̄ = logsumexp_m log p_m − log M``, for the endpoints,
+  for the best interior grid point (lowest val loss, chosen on the same data), and for the
+  endpoints plus that point;
+* **spectra** of every weight matrix (:func:`spectra_along_path`), named as Hugging Face names the
+  layers: ``h.{l}.attn.q``, ``.k``, ``.v`` (the three blocks of ``c_attn``), ``h.{l}.attn.c_proj``,
+  ``h.{l}.mlp.c_fc``, ``h.{l}.mlp.c_proj``, ``wte``, ``wpe`` and ``lm_head`` (untied heads).
+
+:func:`learn_path` learns the free nodes on random training windows (:func:`connect.paths.fit`
+with ``batch_fn`` = :func:`connect.corpus.batch`), by default with the endpoints' optimizer of
+:func:`connect.optimizers.make_lm` (the "optimizer-restricted" path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from connect import barrier, batching, corpus, optimizers, paths, spectra
+from connect.errors import UserError
+from connect.models import gpt2
+
+#: Per-layer matrices: name suffix -> (leaf path under ``h``, block index, blocks fused on the last axis).
+LAYER_MATRICES: dict[str, tuple[tuple[str, ...], int, int]] = {
+    "attn.q": (("attn", "c_attn", "kernel"), 0, 3),
+    "attn.k": (("attn", "c_attn", "kernel"), 1, 3),
+    "attn.v": (("attn", "c_attn", "kernel"), 2, 3),
+    "attn.c_proj": (("attn", "c_proj", "kernel"), 0, 1),
+    "mlp.c_fc": (("mlp", "c_fc", "kernel"), 0, 1),
+    "mlp.c_proj": (("mlp", "c_proj", "kernel"), 0, 1),
+}
+#: Scalar statistics reported per matrix and as medians over matrices.
+SPECTRUM_STATS = spectra.SUMMARIES
+
+
+# --- checks ---------------------------------------------------------------------------------------
+
+
+def check_pair(theta_a, cfg_a: gpt2.GPT2Config, theta_b, cfg_b: gpt2.GPT2Config) -> gpt2.GPT2Config:
+    """The common config of two checkpoints, after checking both trees have its arrays and shapes."""
+    if cfg_a != cfg_b:
+        diff = [f"{f.name} {getattr(cfg_a, f.name)} vs {getattr(cfg_b, f.name)}" for f in dataclasses.fields(cfg_a)
+                if getattr(cfg_a, f.name) != getattr(cfg_b, f.name)]
+        raise UserError(f"the two checkpoints have different GPT-2 configs ({', '.join(diff)}): "
+                        "a path needs two models of the same architecture")
+    want = jax.eval_shape(lambda: gpt2.init(jax.random.key(0), cfg_a))
+    for label, theta in (("first", theta_a), ("second", theta_b)):
+        got = {_join(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_leaves_with_path(theta)}
+        for p, x in jax.tree_util.tree_leaves_with_path(want):
+            if got.get(_join(p)) != tuple(x.shape):
+                raise UserError(f"the {label} checkpoint's {_join(p)} has shape {got.get(_join(p))}, its config needs "
+                                f"{tuple(x.shape)}: pass a checkpoint that matches its config")
+    return cfg_a
+
+
+def check_grid(ts_T) -> np.ndarray:
+    """A t-grid as float32, every t in [0, 1] (a UserError otherwise)."""
+    ts_T = np.atleast_1d(np.asarray(ts_T, dtype=np.float32))
+    if ts_T.ndim != 1 or ts_T.size == 0 or not np.all(np.isfinite(ts_T)):
+        raise UserError(f"the t-grid must be a non-empty list of numbers, got {ts_T.tolist()}")
+    if np.any(ts_T < 0) or np.any(ts_T > 1):
+        bad = [float(t) for t in ts_T if not 0 <= t <= 1]
+        raise UserError(f"t = {bad} lies outside [0, 1]: a path is defined for 0 <= t <= 1 only")
+    return ts_T
+
+
+def _check_eval(model_cfg, batch_size: int, context: int, mesh: Mesh | None) -> None:
+    if context > model_cfg.n_positions:
+        raise UserError(f"context {context} is longer than the model's n_positions={model_cfg.n_positions}: "
+                        f"use a context of {model_cfg.n_positions} or less")
+    n_dev = 1 if mesh is None else mesh.devices.size
+    if batch_size % n_dev:
+        raise UserError(f"batch_size {batch_size} is not divisible by the {n_dev} devices of the mesh: use a multiple of {n_dev}")
+
+
+# --- losses along a path ----------------------------------------------------------------------------
+
+
+def path_losses(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, ts_T, *, batch_size: int,
+                context: int, max_batches: int | None = None, mesh: Mesh | None = None, t_chunk: int | None = None,
+                compute_dtype=jnp.float32) -> np.ndarray:
+    """Mean next-token loss (nats) of ``θ(t)`` at every t of ``ts_T`` on ``tokens``, shape ``(T,)``.
+
+    ``t_chunk`` points are evaluated together under ``vmap`` (default: all T on an accelerator, 1 on
+    CPU, where batching does not pay); ``mesh`` shards the data batch over its ``data`` axis.
+    """
+    ts_T = check_grid(ts_T)
+    _check_eval(model_cfg, batch_size, context, mesh)
+    n_t = ts_T.size
+    chunk = t_chunk or (1 if jax.default_backend() == "cpu" else n_t)
+    n_chunks = -(-n_t // chunk)
+    ts_NxC = np.concatenate([ts_T, np.full(n_chunks * chunk - n_t, ts_T[-1], np.float32)]).reshape(n_chunks, chunk)
+    nodes_K, ts_NxC = _replicate((nodes_K, jnp.asarray(ts_NxC)), mesh)
+    fn = functools.partial(_path_nll, kind, model_cfg, jnp.dtype(compute_dtype).name, nodes_K, ts_NxC)
+    return _over_data(fn, tokens, batch_size, context, max_batches, mesh)[:n_t]
+
+
+def ensemble_loss(members_M, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, *, batch_size: int, context: int,
+                  max_batches: int | None = None, mesh: Mesh | None = None, compute_dtype=jnp.float32) -> float:
+    """Loss of the averaged predictions of ``M`` models stacked on a leading axis:
+    ``−(1/N) Σ_i log((1/M) Σ_m p_m(y_i))`` (see the module docstring)."""
+    _check_eval(model_cfg, batch_size, context, mesh)
+    fn = functools.partial(_ensemble_nll, model_cfg, jnp.dtype(compute_dtype).name, _replicate(members_M, mesh))
+    return float(_over_data(fn, tokens, batch_size, context, max_batches, mesh)[0])
+
+
+def evaluate_path(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, ts_T=None, *, batch_size: int,
+                  context: int, max_batches: int | None = None, mesh: Mesh | None = None, ood_tokens: np.ndarray | None = None,
+                  ensembles: bool = True, t_chunk: int | None = None, compute_dtype=jnp.float32) -> dict:
+    """Val loss at every t, the two barriers, the same on ``ood_tokens`` when given, and ensembles.
+
+    The grid (default :func:`connect.barrier.grid`, 0, 0.1, …, 1) must hold 0 and 1. Returns
+    ``{"t", "loss", "barrier", "max_barrier", "ood": {"t", "loss", "barrier", "max_barrier"} | None,
+    "ensemble": {"loss_a", "loss_b", "endpoints", "best_t", "best_point", "endpoints_and_best"} | None}``
+    (plain floats and lists, ready for JSON).
+    """
+    ts_T = check_grid(barrier.grid() if ts_T is None else ts_T)
+    if 0.0 not in ts_T or 1.0 not in ts_T:
+        raise UserError(f"the t-grid {ts_T.tolist()} must contain both endpoints 0 and 1 for barriers: add them")
+    kw = dict(batch_size=batch_size, context=context, max_batches=max_batches, mesh=mesh, compute_dtype=compute_dtype)
+    out = _curve(ts_T, path_losses(kind, nodes_K, model_cfg, tokens, ts_T, t_chunk=t_chunk, **kw))
+    out["ood"] = None
+    if ood_tokens is not None:
+        out["ood"] = _curve(ts_T, path_losses(kind, nodes_K, model_cfg, ood_tokens, ts_T, t_chunk=t_chunk, **kw))
+    out["ensemble"] = _ensembles(kind, nodes_K, model_cfg, tokens, ts_T, out["loss"], **kw) if ensembles else None
+    return out
+
+
+def _curve(ts_T: np.ndarray, loss_T: np.ndarray) -> dict:
+    return {"t": ts_T.tolist(), "loss": loss_T.tolist(), "barrier": barrier.barrier(ts_T, loss_T),
+            "max_barrier": barrier.max_barrier(ts_T, loss_T)}
+
+
+def _ensembles(kind, nodes_K, model_cfg, tokens, ts_T, loss_T, **kw) -> dict:
+    """Ensemble losses of the endpoints, of the best interior grid point, of endpoints plus that point."""
+    ends = jax.tree.map(lambda x: jnp.stack([x[0], x[-1]]), nodes_K)
+    i0, i1 = int(np.flatnonzero(ts_T == 0.0)[0]), int(np.flatnonzero(ts_T == 1.0)[0])
+    out = {"loss_a": loss_T[i0], "loss_b": loss_T[i1], "endpoints": ensemble_loss(ends, model_cfg, tokens, **kw),
+           "best_t": None, "best_point": None, "endpoints_and_best": None}
+    inner = np.flatnonzero((ts_T > 0) & (ts_T < 1))
+    if inner.size:
+        best = int(inner[np.argmin(np.asarray(loss_T)[inner])])
+        theta = _point(kind, nodes_K, jnp.float32(ts_T[best]))
+        three = jax.tree.map(lambda e, p: jnp.concatenate([e, p[None]]), ends, theta)
+        out.update(best_t=float(ts_T[best]), best_point=loss_T[best], endpoints_and_best=ensemble_loss(three, model_cfg, tokens, **kw))
+    return out
+
+
+_point = jax.jit(paths.point, static_argnums=0)
+
+
+def _target_logprobs(params, x_BxT, y_BxT, model_cfg, dtype) -> jax.Array:
+    """``log p(y_bi | x_b,≤i) = z_{y} − logsumexp_v z_v``, shape ``(B, T)`` (as :func:`gpt2.loss`)."""
+    logits_BxTxV = gpt2.apply(params, x_BxT, model_cfg, compute_dtype=dtype)
+    target_BxT = jnp.take_along_axis(logits_BxTxV, y_BxT[..., None], axis=-1)[..., 0]
+    return target_BxT - jax.nn.logsumexp(logits_BxTxV, axis=-1)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _path_nll(kind, model_cfg, dtype_name, nodes_K, ts_NxC, x_BxT, y_BxT, w_B) -> jax.Array:
+    """``Σ_b w_b Σ_i −log p_θ(t)(y_bi)`` for every t of the grid, shape ``(N·C,)``: C points under vmap, N chunks in a lax.map."""
+
+    def at(t):
+        lp_BxT = _target_logprobs(paths.point(kind, nodes_K, t), x_BxT, y_BxT, model_cfg, jnp.dtype(dtype_name))
+        return -jnp.sum(lp_BxT * w_B[:, None])
+
+    return jax.lax.map(jax.vmap(at), ts_NxC).reshape(-1)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _ensemble_nll(model_cfg, dtype_name, members_M, x_BxT, y_BxT, w_B) -> jax.Array:
+    """``Σ_b w_b Σ_i −log((1/M) Σ_m p_m(y_bi))``, shape ``(1,)``; the members one at a time (lax.map)."""
+    lp_MxBxT = jax.lax.map(lambda p: _target_logprobs(p, x_BxT, y_BxT, model_cfg, jnp.dtype(dtype_name)), members_M)
+    lp_BxT = jax.nn.logsumexp(lp_MxBxT, axis=0) - jnp.log(jnp.float32(lp_MxBxT.shape[0]))
+    return -jnp.sum(lp_BxT * w_B[:, None])[None]
+
+
+def _replicate(tree, mesh: Mesh | None):
+    return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def _over_data(fn, tokens, batch_size: int, context: int, max_batches: int | None, mesh: Mesh | None) -> np.ndarray:
+    """``Σ_batches fn(x, y, w) / N`` (float64): ``fn`` returns summed NLLs, ``N`` counts the target tokens.
+    Short batches are padded to ``batch_size`` rows of weight 0; rows are sharded over ``mesh``."""
+    sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
+    sums, n_tokens = [], 0
+    for x_BxT, y_BxT in corpus.eval_batches(tokens, batch_size, context, max_batches):
+        rows = x_BxT.shape[0]
+        w_B = (np.arange(batch_size) < rows).astype(np.float32)
+        pad = ((0, batch_size - rows), (0, 0))
+        args = (np.pad(x_BxT, pad), np.pad(y_BxT, pad), w_B)
+        sums.append(fn(*(args if sharding is None else jax.device_put(args, sharding))))  # dispatched asynchronously
+        n_tokens += rows * context
+    return np.sum(np.stack([np.asarray(s, np.float64) for s in jax.device_get(sums)]), axis=0) / n_tokens
+
+
+# --- learning a path --------------------------------------------------------------------------------
+
+
+def learn_path(theta_a, theta_b, kind: str, model_cfg: gpt2.GPT2Config, data, *, n_free: int = 1, steps: int = 200,
+               batch_size: int = 16, context: int | None = None, t_per_step: int = 1, t_dist=paths.T_UNIFORM,
+               optimizer: str | optax.GradientTransformation = "adamw", lr: float = 1e-3, aux_lr: float | None = None,
+               weight_decay: float = 0.0, seed: int = 0, mesh: Mesh | None = None, compute_dtype=jnp.float32):
+    """Learn the ``n_free`` free nodes of a ``kind`` path between two GPT-2s on training windows:
+    minimise ``E_{t~D} L(θ(t); x_k, y_k)`` with step k's batch :func:`connect.corpus.batch` ``(train,
+    seed, k, batch_size, context)`` (:func:`connect.paths.fit`, ``batch_fn`` mode).
+
+    ``data`` is a :class:`connect.corpus.Corpus` (its train split is used) or a token array.
+    ``optimizer`` is an optax transformation of the free-node tree or a name of
+    :data:`connect.optimizers.LM_OPTIMIZERS` built by :func:`connect.optimizers.make_lm` with ``lr``,
+    ``aux_lr`` and ``weight_decay`` (the endpoints' optimizer: the optimizer-restricted path).
+    A linear path has nothing to learn and is returned as is. Returns ``(nodes_K, objective_per_step)``.
+    """
+    if kind not in paths.KINDS:
+        raise UserError(f"unknown path kind {kind!r}: use one of {', '.join(paths.KINDS)}")
+    tokens = data.train if isinstance(data, corpus.Corpus) else data
+    context = model_cfg.n_positions if context is None else context
+    _check_eval(model_cfg, batch_size, context, mesh)
+    theta_a, theta_b = _replicate((theta_a, theta_b), mesh)
+    if kind == "linear":
+        return paths.stack_nodes(theta_a, paths.init_free(theta_a, theta_b, 0), theta_b), np.zeros(0, np.float32)
+    if n_free < 1:
+        raise UserError(f"a learned {kind} path needs at least one free node, got n_free={n_free}")
+    if isinstance(optimizer, str):
+        free0 = jax.eval_shape(lambda: paths.init_free(theta_a, theta_b, n_free))
+        optimizer = optimizers.make_lm(optimizer, free0, lr=lr, aux_lr=aux_lr, weight_decay=weight_decay)
+    sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
+
+    def batch_fn(k):
+        xy = tuple(jnp.asarray(a) for a in corpus.batch(tokens, seed, k, batch_size, context))
+        return xy if sharding is None else jax.device_put(xy, sharding)
+
+    loss_fn = lambda theta, xy: gpt2.loss(theta, *xy, model_cfg, compute_dtype=compute_dtype)
+    nodes_K, obj = paths.fit(kind, theta_a, theta_b, loss_fn, optimizer, jax.random.key(seed), n_free=n_free, steps=steps,
+                             t_per_step=t_per_step, batch_fn=batch_fn, t_dist=t_dist)
+    return nodes_K, np.asarray(obj)
+
+
+# --- spectra along a path ---------------------------------------------------------------------------
+
+
+def matrix_names(model_cfg: gpt2.GPT2Config) -> list[str]:
+    """Every weight matrix of a GPT-2 by name: per layer q, k, v, attention out, MLP in, MLP out; then embeddings and head."""
+    names = [f"h.{layer}.{m}" for layer in range(model_cfg.n_layer) for m in LAYER_MATRICES]
+    return names + ["wte", "wpe"] + ([] if model_cfg.tie_word_embeddings else ["lm_head"])
+
+
+def muon_matrix_names(model_cfg: gpt2.GPT2Config) -> tuple[str, ...]:
+    """The matrices Muon orthogonalises (:data:`connect.models.gpt2.MUON_MATRICES`: q, k, v separately)."""
+    return tuple(n for n in matrix_names(model_cfg) if n.startswith("h."))
+
+
+def named_matrices(params, model_cfg: gpt2.GPT2Config, names: Sequence[str] | None = None) -> dict:
+    """``{name: W}`` for the matrices of a GPT-2 tree (stored ``(in, out)``, any leading axes kept,
+    e.g. a t axis), by the names of :func:`matrix_names`; a name the model lacks is a UserError."""
+    names = _checked_names(model_cfg, names)
+    out = {}
+    for name in names:
+        if name.startswith("h."):
+            _, layer, suffix = name.split(".", 2)
+            path, block, fused = LAYER_MATRICES[suffix]
+            w = _leaf(params, ("h",) + path)[..., int(layer), :, :]
+            width = w.shape[-1] // fused
+            out[name] = w[..., block * width:(block + 1) * width]
+        else:
+            out[name] = _leaf(params, (name,))
+    return out
+
+
+def spectra_along_path(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, ts_T=None, *, names: Sequence[str] | None = None,
+                       weight_decay: float = 0.1, optimizers_: Sequence[str] = ("adamw", "muon"),
+                       strategy: str = "auto") -> dict:
+    """Singular values and summaries (:mod:`connect.spectra`) of every named matrix at every t.
+
+    Per matrix (names of :func:`matrix_names`, default all): ``singular_values`` ``(T, R)``, the
+    scalar summaries of :data:`SPECTRUM_STATS` ``(T,)``, and for each optimizer ``o`` of
+    ``optimizers_`` the norm of its implicit set at decay ``weight_decay`` relative to the radius,
+    ``{o}_rel`` ``(T,)`` (:func:`connect.optimizers.constraint`; Muon's spectral ball on the
+    attention and MLP matrices with the shape factor of the ``(out, in)`` matrix, ℓ∞ elsewhere).
+    ``median`` holds the median over the matrices of every scalar ``(T,)``. The t-points are mapped
+    by ``strategy`` (:mod:`connect.batching`; ``auto``: ``lax.map`` on CPU, ``vmap`` on accelerators)
+    inside one compiled program. Returns numpy arrays.
+    """
+    ts_T = check_grid(barrier.grid() if ts_T is None else ts_T)
+    names = tuple(_checked_names(model_cfg, names))
+    strategy = batching.resolve(strategy)
+    if strategy not in batching.TRACEABLE:
+        raise ValueError(f"spectra_along_path maps inside jit: strategy must be one of {', '.join(batching.TRACEABLE)}")
+    n_nodes = jax.tree.leaves(nodes_K)[0].shape[0]
+    if n_nodes < 2:
+        raise ValueError(f"a path needs at least 2 nodes, got {n_nodes}")
+    per = jax.device_get(_spectra_fn(kind, model_cfg, names, strategy)(nodes_K, jnp.asarray(ts_T)))
+    sets = {o: optimizers.constraint(o, weight_decay, muon_matrix_names(model_cfg)) for o in optimizers_}
+    shapes = {n: tuple(x.shape) for n, x in jax.eval_shape(lambda nodes: named_matrices(_at0(nodes), model_cfg, names), nodes_K).items()}
+    matrices = {}
+    for name in names:
+        s = {k: np.asarray(v) for k, v in per[name].items()}
+        for o, cs in sets.items():
+            s[f"{o}_rel"] = np.asarray(spectra.constraint_relative(s, cs, name, shapes[name][::-1]))
+        matrices[name] = s
+    stats = list(SPECTRUM_STATS) + [f"{o}_rel" for o in sets]
+    return {"t": ts_T, "names": list(names), "matrices": matrices,
+            "median": {k: np.asarray(v) for k, v in spectra.medians(matrices, stats).items()}}
+
+
+def _at0(nodes_K):
+    return jax.tree.map(lambda x: x[0], nodes_K)
+
+
+@functools.lru_cache(maxsize=16)
+def _spectra_fn(kind, model_cfg, names, strategy):
+    """``(nodes_K, ts_T) -> {name: summaries with leading T}``, jitted once per path kind, model and names."""
+
+    def run(nodes_K, ts_T):
+        def at(t):
+            return {n: spectra.summarize(w) for n, w in named_matrices(paths.point(kind, nodes_K, t), model_cfg, names).items()}
+
+        return batching.map_leading(at, ts_T, strategy)
+
+    return jax.jit(run)
+
+
+def _checked_names(model_cfg: gpt2.GPT2Config, names: Sequence[str] | None) -> list[str]:
+    known = matrix_names(model_cfg)
+    if names is None:
+        return known
+    names = list(names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"this checkpoint has no matrix {unknown[0]!r} ({model_cfg.n_layer} layers, "
+                        f"{'tied' if model_cfg.tie_word_embeddings else 'untied'} head): use names like {known[0]!r}, "
+                        f"'h.{model_cfg.n_layer - 1}.mlp.c_proj', 'wte'")
+    if not names:
+        raise UserError("no matrix named: pass at least one name, e.g. 'h.0.attn.q'")
+    return names
+
+
+def _leaf(params, path: tuple[str, ...]):
+    node = params
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            raise UserError(f"the checkpoint has no {'/'.join(path)}: pass a GPT-2 checkpoint of this config "
+                            "(connect train-lm or Hugging Face GPT2LMHeadModel)")
+        node = node[key]
+    return node
+
+
+def _join(path) -> str:
+    return "/".join(str(getattr(k, "key", k)) for k in path)
+
