@@ -7,8 +7,16 @@ For Lion-K with decoupled decay, ``x ← x + η(u − λx)`` with ``‖u‖_dual
 so the ball of radius ``1/λ`` is forward-invariant (THEORY.md §B [R]): sign descent and Lion
 (``u = −sign(·)``, ``‖u‖∞ = 1``) keep ``‖θ‖∞ ≤ 1/λ``, exact-msign Muon (``u = −s·UVᵀ``,
 ``‖u‖₂ = s``) keeps ``‖W‖₂ ≤ s/λ``; Newton–Schulz Muon does so up to its approximation of
-msign. AdamW's direction ``m̂/(√v̂ + ε)`` is only asymptotically bounded by 1 (Xie & Li,
-arXiv 2404.04454), so its bound carries a looser tolerance (2e-2, THEORY.md §F.2).
+msign. AdamW's direction ``m̂/(√v̂ + ε)`` is not bounded by 1 (only where the iterates converge,
+Xie & Li, arXiv 2404.04454), so THEORY.md §F.2 gives it a looser tolerance, 2e-2.
+
+Finding: that AdamW tolerance does not hold for finite runs. On this problem (float64, ηλ = 0.006,
+6000 steps, seeds 0–2) AdamW ends at ``λ‖θ‖∞`` = 1.022, 1.044, 1.255 with a constant learning rate,
+1.024, 1.053, 1.162 with cosine decay to 0 and 1.015, 1.031, 1.357 with linear decay to 0; seed 2
+reaches 1.85 after 24000 constant-rate steps. At a fixed point of ``θ ← θ − η(u + λθ)`` one has
+``λθ = −u``, so these runs sit where Adam's normalised direction has entries of size 1.2–1.9: the
+invariance argument above needs ``‖u‖∞ ≤ 1``, which sign descent and Lion have and Adam has not.
+``connect theory verify`` therefore checks AdamW as its own F.2 row (``names=("adamw",)``), which fails.
 The test problem is a two-layer ReLU regression whose unconstrained interpolant is far
 outside the balls, so the constraint is active at the end of training.
 """
@@ -63,7 +71,7 @@ def run(name: str, *, lam: float = 2.0, lr: float = 0.003, steps: int = 6000, se
     return {"spectral": spectral, "linf": others, "final_loss": float(np.max(np.asarray(loss_ST)[:, -1])), "eta_lambda": lr * lam}
 
 
-def claim_optimizer_ball(names=("signsgd", "lion", "muon_exact", "muon", "adamw"), steps: int = 6000) -> ClaimResult:
+def claim_optimizer_ball(names=("signsgd", "lion", "muon_exact", "muon"), steps: int = 6000) -> ClaimResult:
     """THEORY.md §F.2: started inside, sign descent and Lion end with ``λ‖θ‖∞ ≤ 1 + 1e-3``,
     exact-msign (and Newton–Schulz) Muon with ``λ‖W‖₂/s ≤ 1 + 1e-3`` (its AdamW-handled vectors
     reported), AdamW with ``λ‖θ‖∞ ≤ 1 + 2e-2``, after long full-batch runs (ηλ = 0.006, 6000 steps)."""
@@ -76,4 +84,6 @@ def claim_optimizer_ball(names=("signsgd", "lion", "muon_exact", "muon", "adamw"
             passed &= res["spectral"] <= 1 + tol_w
         numbers[f"{name}_linf_rel"] = res["linf"]
         passed &= tol_v is None or res["linf"] <= 1 + tol_v
-    return ClaimResult("F.2", "full-batch runs started inside end inside their optimizer's set", bool(passed), numbers, 2e-2)
+    tol = max(t for n in names for t in TOLERANCES[n] if t is not None)
+    return ClaimResult("F.2", f"full-batch runs of {', '.join(names)} started inside end inside their optimizer's set",
+                       bool(passed), numbers, tol)

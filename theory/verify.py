@@ -26,6 +26,8 @@ from theory.claims import ClaimResult
 CLAIMS: list[tuple[str, str, str, dict]] = [
     ("F.1", "theory.connectivity", "claim_geometry", {}),
     ("F.2", "theory.optimizer_sets", "claim_optimizer_ball", {}),
+    # AdamW's 2e-2 bound of §F.2 is false for finite runs (see theory.optimizer_sets): its own row, FAIL.
+    ("F.2", "theory.optimizer_sets", "claim_optimizer_ball", {"names": ("adamw",)}),
     ("F.3", "theory.convex", "claim_convex_exactness", {}),
     ("F.4", "theory.convex", "claim_linf_sandwich", {}),
     *[("F.5", "theory.capacity", "claim_capacity", {"kind": k, "width": w}) for k in ("linf", "muon", "muon_full") for w in (4, 64)],
