@@ -129,9 +129,11 @@ def test_figure_is_a_png_and_the_result_is_strict_json(result, tmp_path):
     ({"optimizers": ("sgd",)}, "has no ball"),
     ({"widths": (0, 2)}, "widths must be"),
     ({"seeds": (0,)}, "two seeds"),
+    ({"lam": 0.0}, "λ must be"),
+    ({"y": np.array([0.1, np.nan, 0.2, 0.3])}, "NaN"),
 ])
 def test_bad_input_is_one_line(kwargs, match):
     x, y = st.random_data(4, 0)
-    args = {"widths": (2,), "optimizers": ("adamw",), "seeds": (0, 1), **kwargs}
+    args = {"y": y, "widths": (2,), "optimizers": ("adamw",), "seeds": (0, 1), **kwargs}
     with pytest.raises(UserError, match=match):
-        st.staircase(x, y, args.pop("widths"), **args)
+        st.staircase(x, args.pop("y"), args.pop("widths"), **args)

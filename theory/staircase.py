@@ -165,6 +165,8 @@ def staircase(x_NxD, y_N, widths, optimizers=("adamw", "muon"), lam: float = 1.0
         raise UserError(f"widths must be ≥ 1, got {list(widths)}")
     if len(seeds) < 2:
         raise UserError("the staircase needs at least two seeds to form pairs")
+    # the convex optima first: convex.optimum validates the data and λ (one-line UserErrors)
+    optima = {(m, name): convex.optimum(x_NxD, y_N, name, lam, width=int(m)) for m, name in itertools.product(widths, names)}
     n = len(y_N)
     zero_loss = convex.data_loss(np.zeros(n), y_N)
     d_PxN = pat.complete(x_NxD, 1000, 0).d_PxN
@@ -174,7 +176,7 @@ def staircase(x_NxD, y_N, widths, optimizers=("adamw", "muon"), lam: float = 1.0
                     "staircase_width": stair, "beta": float(beta), "n_patterns": int(len(d_PxN))}
     rows, nets_all, paths = [], {}, {}
     for m, name in itertools.product(widths, names):
-        opt = convex.optimum(x_NxD, y_N, name, lam, width=int(m))
+        opt = optima[m, name]
         lower = float(opt.bracket["value_lower"])
         nets, raw, dist = train_projected(x_NxD, y_N, m, name, lam, seeds, steps)
         trained = [convex.data_loss(convex.forward(p, x_NxD), y_N) for p in nets]
