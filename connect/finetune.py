@@ -450,7 +450,7 @@ def _plot_pareto(out: str, rows: list[dict]) -> list[str]:
     pre_opts = sorted({r["pretraining_optimizer"] for r in rows})
     methods = sorted({r["method"] for r in rows})
     colors = _colors(methods)
-    fig, axes = plt.subplots(2, len(pre_opts), figsize=(4.2 * len(pre_opts), 7), squeeze=False)
+    fig, axes = plt.subplots(2, len(pre_opts), figsize=(4.6 * len(pre_opts), 8), squeeze=False)
     for j, pre in enumerate(pre_opts):
         for i, (y, maximize, label) in enumerate([("task_accuracy", True, "held-out accuracy"), ("task_loss", False, "held-out task loss")]):
             ax = axes[i, j]
@@ -467,9 +467,11 @@ def _plot_pareto(out: str, rows: list[dict]) -> list[str]:
             ax.set_xlabel("forgetting (Δ val loss, nats)")
             ax.set_ylabel(label)
             ax.axvline(0.0, color="0.8", lw=0.8)
-            ax.set_title(f"pretrained with {pre}")
+            if i == 0:
+                ax.set_title(f"pretrained with {pre}")
             ax.legend(fontsize=7)
-    fig.suptitle("learning vs forgetting: Pareto fronts per finetuning method")
+    fig.suptitle("learning vs forgetting: Pareto front of each finetuning method (means over seeds)")
+    fig.tight_layout()
     return _save(fig, out, "pareto")
 
 

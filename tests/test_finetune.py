@@ -141,7 +141,7 @@ def test_bad_input_is_a_user_error(study):
 
 def test_experiment_config_tables_load_and_validate():
     path = os.path.join(os.path.dirname(__file__), "..", "experiments", "finetune_consistency.toml")
-    for table, n_lrs in (("finetune", 5), ("tiny", 3)):
+    for table, n_lrs in (("finetune", 5), ("tiny", 4)):
         cfg = finetune.load_config(path, table, pretrained=["runs/a"]).validate()
         assert all(len(cfg.lr_grid(m)) == n_lrs for m in cfg.methods) and set(cfg.methods) == {"adamw", "muon", "lion", "sgd", "lora"}
     with pytest.raises(UserError, match="no \\[huge\\] table"):
