@@ -34,6 +34,7 @@ class WidthSweepConfig:
     """Everything that determines a width sweep's results (stored as the run's ``config.json``)."""
 
     TABLE: ClassVar[str] = "width_sweep"
+    EXAMPLE: ClassVar[str] = "experiments/width_sweep.toml"
 
     widths: list = _f([2, 4, 8, 16, 32, 64, 128, 256], "hidden widths m to train (positive integers)")
     optimizers: list = _f(["adamw", "muon", "lion", "sgd"], f"optimizers to train with, from: {', '.join(optimizers.names())}")
@@ -140,6 +141,7 @@ class TrainLMConfig:
     """
 
     TABLE: ClassVar[str] = "train_lm"
+    EXAMPLE: ClassVar[str] = "experiments/gpt2_tiny.toml"
 
     model: str = _f("tiny", "named GPT-2 config: tiny, seed-paper or gpt2 (connect.models.gpt2.CONFIGS)")
     model_overrides: dict = _f({}, "GPT-2 config fields overriding the named config, e.g. n_layer=1 n_embd=32", value_type=None)
@@ -235,7 +237,7 @@ def from_dict(values: dict[str, Any], source: str = "config", base=None, cls: ty
 def load_toml(path: str, cls: type = WidthSweepConfig) -> dict:
     """The options of a TOML config file (top level, or under the ``[cls.TABLE]`` table, e.g. ``[width_sweep]``)."""
     if not os.path.isfile(path):
-        raise UserError(f"config file {path} not found: pass a TOML file such as experiments/{cls.TABLE}.toml")
+        raise UserError(f"config file {path} not found: pass a TOML file such as {cls.EXAMPLE}")
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)

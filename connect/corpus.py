@@ -127,7 +127,7 @@ def batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, context: in
     ``N − T`` (bias below ``N / 2⁶⁴``; works past 2³¹ tokens): the batch of step ``k`` depends on
     ``(seed, k)`` only, so resuming at ``k`` gives what an uninterrupted run gives.
     """
-    n = _check_windows(tokens, batch_size, context)
+    n = check_windows(tokens, batch_size, context)
     bits_Bx2 = np.asarray(_window_bits(seed, step, batch_size)).astype(np.uint64)
     starts_B = ((bits_Bx2[:, 0] << np.uint64(32)) | bits_Bx2[:, 1]) % np.uint64(n - context)
     idx_BxT1 = starts_B.astype(np.int64)[:, None] + np.arange(context + 1, dtype=np.int64)[None, :]
@@ -143,7 +143,7 @@ def eval_batches(
     is a target once, for the ``W = ⌊(N − 1)/T⌋`` whole windows. Batches of ``batch_size`` windows (int32);
     the last one holds the remaining ``W mod batch_size`` windows if any — weight batch means by
     ``x.shape[0]``. At most ``max_batches`` batches."""
-    n = _check_windows(tokens, batch_size, context)  # raises now, not at the first next()
+    n = check_windows(tokens, batch_size, context)  # raises now, not at the first next()
     n_windows = (n - 1) // context
     n_batches = -(-n_windows // batch_size)
     return _windows(tokens, batch_size, context, n_windows, n_batches if max_batches is None else min(n_batches, max_batches))
@@ -180,7 +180,7 @@ def _window_bits(seed, step, batch_size: int) -> jax.Array:
     return jax.random.bits(jax.random.fold_in(jax.random.key(seed), step), (batch_size, 2), jnp.uint32)
 
 
-def _check_windows(tokens: np.ndarray, batch_size: int, context: int) -> int:
+def check_windows(tokens: np.ndarray, batch_size: int, context: int) -> int:
     """The length of ``tokens`` after checking it holds one window of ``context + 1`` tokens."""
     if tokens.ndim != 1:
         raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")

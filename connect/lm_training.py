@@ -80,6 +80,8 @@ def train(cfg: TrainLMConfig, out: str, *, seeds: Sequence[int] | None = None, p
         "compute_dtype": jnp.dtype(dtype).name, "n_devices": n_dev, "device_kind": kind,
         "n_params": n_params(model_cfg), "flops_per_token": flops_per_token(model_cfg, cfg.context),
     }
+    for split in (data.train, data.val):  # before anything is written to ``out``
+        corpus.check_windows(split, micro, cfg.context)
     _claim_out(out, cfg, resolved)
 
     replicated = NamedSharding(mesh, PartitionSpec())
