@@ -139,8 +139,10 @@ def fit(
     if batches is not None and batch_fn is not None:
         raise ValueError("pass batches or batch_fn, not both")
     sample_t = _t_sampler(t_dist)
-    free = init_free(theta_a, theta_b, n_free) if free is None else free
-    state = optimizer.init(free)
+    # from the host (batch_fn) each eager op would compile per leaf shape: build the start in one program
+    init, start = (jax.jit(init_free, static_argnums=2), jax.jit(optimizer.init)) if batch_fn is not None else (init_free, optimizer.init)
+    free = init(theta_a, theta_b, n_free) if free is None else free
+    state = start(free)
 
     def update(free, state, key, batch, theta_a, theta_b):
         def objective(free):
@@ -167,7 +169,7 @@ def fit(
     for k in range(steps):
         free, state, val = step(free, state, keys[k], batch_fn(k), theta_a, theta_b)
         obj.append(val)
-    return stack_nodes(theta_a, free, theta_b), jnp.stack(obj) if obj else jnp.zeros((0,), jnp.float32)
+    return jax.jit(stack_nodes)(theta_a, free, theta_b), jnp.stack(obj) if obj else jnp.zeros((0,), jnp.float32)
 
 
 def _t_sampler(t_dist) -> Callable:

@@ -70,16 +70,21 @@ def test_t_batched_losses_equal_one_point_at_a_time(chain):
     kw = dict(batch_size=BATCH, context=CTX)
     batched = lm_paths.path_losses("polychain", chain, CFG, tokens, TS, t_chunk=3, **kw)  # chunks of 3, one padded
     single = lm_paths.path_losses("polychain", chain, CFG, tokens, TS, t_chunk=1, **kw)
-    peer = [lm_training.evaluate(paths.point("polychain", chain, float(t)), CFG, tokens, **kw) for t in TS]
+    points = [_point("polychain", chain, t) for t in TS]
+    peer = [lm_training.evaluate(p, CFG, tokens, **kw) for p in points]
     np.testing.assert_allclose(batched, peer, rtol=2e-6)
     np.testing.assert_allclose(single, peer, rtol=2e-6)
     assert np.ptp(peer) > 0.1  # the points differ: a test that can fail
     # max_batches: the first two batches only, as lm_training.evaluate
-    two = lm_paths.path_losses("polychain", chain, CFG, tokens, TS[:1], t_chunk=1, max_batches=2, **kw)
-    np.testing.assert_allclose(two, [lm_training.evaluate(chain_a(chain), CFG, tokens, max_batches=2, **kw)], rtol=2e-6)
+    two = lm_paths.path_losses("polychain", chain, CFG, tokens, TS, t_chunk=3, max_batches=2, **kw)
+    np.testing.assert_allclose(two, [lm_training.evaluate(p, CFG, tokens, max_batches=2, **kw) for p in points], rtol=2e-6)
+    assert np.max(np.abs(two - batched)) > 1e-3
 
 
-def chain_a(nodes):
+_point = jax.jit(paths.point, static_argnums=0)
+
+
+def _first(nodes):
     return jax.tree.map(lambda x: x[0], nodes)
 
 
@@ -94,13 +99,13 @@ def _numpy_logprobs(params, tokens, n_windows):
 
 def test_barriers_ood_and_ensembles_against_numpy(chain):
     val, ood = _tokens(CTX * 6 + 1, 4), _tokens(CTX * 5 + 1, 5)
-    out = lm_paths.evaluate_path("polychain", chain, CFG, val, TS, batch_size=BATCH, context=CTX, ood_tokens=ood, t_chunk=2)
+    out = lm_paths.evaluate_path("polychain", chain, CFG, val, TS, batch_size=BATCH, context=CTX, ood_tokens=ood, t_chunk=3)
     json.dumps(out)  # plain numbers
     loss = np.asarray(out["loss"])
     chord = (1 - TS.astype(np.float64)) * loss[0] + TS * loss[-1]
     assert out["barrier"] == pytest.approx(np.max(loss - chord), abs=1e-12)
     assert out["max_barrier"] == pytest.approx(np.max(loss) - max(loss[0], loss[-1]), abs=1e-12)
-    ood_a = lm_training.evaluate(chain_a(chain), CFG, ood, batch_size=BATCH, context=CTX)
+    ood_a = lm_training.evaluate(_first(chain), CFG, ood, batch_size=BATCH, context=CTX)
     assert out["ood"]["loss"][0] == pytest.approx(ood_a, rel=2e-6)
     assert out["ood"]["loss"] != pytest.approx(out["loss"], rel=1e-3)
 
@@ -108,7 +113,7 @@ def test_barriers_ood_and_ensembles_against_numpy(chain):
     ens = out["ensemble"]
     best = 1 + int(np.argmin(loss[1:-1]))
     assert ens["best_t"] == float(TS[best]) and ens["best_point"] == loss[best]
-    members = [chain_a(chain), jax.tree.map(lambda x: x[-1], chain), paths.point("polychain", chain, TS[best])]
+    members = [_first(chain), jax.tree.map(lambda x: x[-1], chain), _point("polychain", chain, TS[best])]
     lps = [_numpy_logprobs(m, val, 6) for m in members]
     y = lps[0][1]
     p = [np.exp(np.take_along_axis(lp, y[..., None], -1)[..., 0]) for lp, _ in lps]
@@ -172,7 +177,7 @@ def _markov_tokens(n, seed):
     return out
 
 
-def _train(tokens, steps=150):
+def _train(tokens, steps=100):
     from connect import corpus
 
     xs, ys = zip(*(corpus.batch(tokens, 0, k, 16, CTX) for k in range(steps)))
