@@ -74,6 +74,8 @@ def test_connect_never_above_the_line_and_the_box_connects_when_supports_fit(res
     for row in result.rows:
         for pair in row["pairs"]:
             fits = pair["k_a"] + pair["k_b"] <= row["width"]
+            # §D: P1 + P3 leave at most n + ⌊τ/r²⌋ neurons (box and hybrid)
+            assert pair["k_a"] <= pair["bound_a"] and pair["k_b"] <= pair["bound_b"]
             if pair["result"] == "path":
                 assert fits
                 # §D: every piece keeps ŷ or moves it linearly, so L ≤ max(L_A, L_B) along the path

@@ -132,7 +132,9 @@ def _pair(pa: dict, pb: dict, x, y, cset, tol: float, n_line: int) -> tuple[dict
     """CONNECT between two networks and the barriers of the line and of the constructive path."""
     line = connectivity.path_report(connectivity.linear_path(pa, pb), x, y, cset, np.linspace(0.0, 1.0, n_line))
     out = connectivity.connect_pair(pa, pb, x, y, cset, tol=tol)
-    row = {"linear_max_barrier": line["max_barrier"], "linear_barrier": line["barrier"]}
+    nums = out.numbers
+    row = {"linear_max_barrier": line["max_barrier"], "linear_barrier": line["barrier"],
+           "bound_a": int(nums.get("bound_a", -1)), "bound_b": int(nums.get("bound_b", -1))}
     if isinstance(out, connectivity.Inconclusive):
         return {**row, "result": "inconclusive", "reason": out.reason, "k_a": out.k_a, "k_b": out.k_b,
                 "path_max_barrier": math.nan, "path_barrier": math.nan, "path_max_relative_norm": math.nan}, out
@@ -151,8 +153,8 @@ def staircase(x_NxD, y_N, widths, optimizers=("adamw", "muon"), lam: float = 1.0
     the zero network); ``above_staircase`` (``m ≥`` C1's staircase width); ``trained_losses``
     (projected networks), ``raw_losses``, ``projection_distances``, ``trained_mean``,
     ``trained_minus_lower`` (min over seeds; ``never_below``: ≥ ``−optimum_tol·max(1, L0)``);
-    ``pairs`` (per pair: seeds, ``result`` path/inconclusive, ``reason``, ``k_a``, ``k_b``,
-    linear and constructive ``max_barrier``/``barrier``, the path's largest relative norm);
+    ``pairs`` (per pair: seeds, ``result`` path/inconclusive, ``reason``, ``k_a``, ``k_b`` and the
+    reduction's bounds ``bound_a``, ``bound_b`` (−1 when not reached), linear and constructive ``max_barrier``/``barrier``, the path's largest relative norm);
     ``connected_fraction``. ``tol`` is CONNECT's check tolerance. ``beta``: the weight decay of the
     C1 reference staircase (at ``β = λ`` the zero network is often optimal, ``m* = 0``)."""
     x_NxD, y_N = np.asarray(x_NxD, np.float64), np.asarray(y_N, np.float64)
