@@ -69,3 +69,39 @@ def test_batched_summaries_match_one_by_one():
         one = _summarize(ws[i])
         for k in one:
             np.testing.assert_allclose(batched[k][i], one[k], rtol=1e-5, atol=1e-6)
+
+
+def test_summarize_stack_equals_one_by_one():
+    ws = jnp.stack([jnp.stack([jnp.asarray(_matrix((5, 3), 3 * i + j)) for j in range(3)]) for i in range(2)])  # (2, 3, 5, 3)
+    out = jax.jit(spectra.summarize_stack)(ws)
+    assert out["singular_values"].shape == (2, 3, 3) and out["stable_rank"].shape == (2, 3)
+    for i in range(2):
+        for j in range(3):
+            one = _summarize(ws[i, j])
+            for k in one:
+                np.testing.assert_allclose(out[k][i, j], one[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["linf", "muon", "muon_full", "l2", "none"])
+def test_constraint_relative_equals_the_constraint_sets_norm(kind):
+    """From the summary alone, as ConstraintSet.relative_norm computes it on the matrix itself."""
+    from connect.constraints import ConstraintSet
+
+    for shape in SHAPES:
+        w = jnp.asarray(_matrix(shape, 5))
+        s = _summarize(w)
+        for named in (True, False):
+            cs = ConstraintSet(kind, 0.7, ("W",) if named else ())
+            want = float(cs.relative_norm({"W": w}))
+            got = float(spectra.constraint_relative(s, cs, "W", shape))
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+            if kind != "none":
+                assert got > 0
+
+
+def test_medians_over_matrices():
+    rng = np.random.default_rng(0)
+    per = {f"m{i}": {"a": rng.normal(size=4), "b": rng.normal(size=4)} for i in range(5)}
+    out = spectra.medians(per, ["a"])
+    assert set(out) == {"a"}
+    np.testing.assert_allclose(out["a"], np.median(np.stack([per[k]["a"] for k in per]), axis=0), rtol=1e-6)
