@@ -236,7 +236,13 @@ def linear_path(params_a: dict, params_b: dict) -> Callable:
     """The straight line ``t -> (1 − t) θ_A + t θ_B`` through :func:`connect.paths.point`."""
     nodes = jax.tree.map(lambda u, v: jnp.stack([jnp.asarray(u), jnp.asarray(v)]),
                          constructive.as_float64(params_a), constructive.as_float64(params_b))
-    return jax.jit(lambda t: paths.point("linear", nodes, t))
+    return functools.partial(_linear_point, nodes)
+
+
+@jax.jit
+def _linear_point(nodes, t):
+    """One compiled program per shape, shared by every :func:`linear_path`."""
+    return paths.point("linear", nodes, t)
 
 
 # --------------------------------------------------------------------------- claims

@@ -248,6 +248,12 @@ def output_move(params: dict, a_M, name: str = "P3 output move") -> Segment:
     return Segment(name, lambda s: {"W": p["W"], "a": (1 - s) * p["a"] + s * a_1}, p, {"W": p["W"], "a": a_1})
 
 
+#: HiGHS tolerances for the exact-support LPs: the default primal feasibility 1e-7 lets ŷ drift by
+#: ~1e-8, which the polish cannot repair when the support misses a direction of ŷ (seen as a 2.6e-9
+#: loss rise on CONNECT paths the theory guarantees); 1e-10 keeps ŷ to round-off.
+LP_OPTIONS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
+
+
 def sparsest_output(params: dict, x_NxD, r: float) -> tuple[np.ndarray, dict]:
     """A vertex of ``min ‖a‖₁ s.t. (XWᵀ)_+ a = ŷ(θ), |a_j| ≤ r`` (``a = a⁺ − a⁻``, HiGHS dual
     simplex, ``scipy.optimize.linprog(method="highs-ds")``), polished so that ŷ holds to round-off:
@@ -261,7 +267,7 @@ def sparsest_output(params: dict, x_NxD, r: float) -> tuple[np.ndarray, dict]:
     y_hat = phi_NxM @ p["a"]
     n, m = phi_NxM.shape
     res = scipy.optimize.linprog(np.ones(2 * m), A_eq=np.hstack([phi_NxM, -phi_NxM]), b_eq=y_hat,
-                                 bounds=[(0.0, r)] * (2 * m), method="highs-ds")
+                                 bounds=[(0.0, r)] * (2 * m), method="highs-ds", options=LP_OPTIONS)
     if res.status != 0:
         raise RuntimeError(f"P3 LP failed: {res.message}")
     a = res.x[:m] - res.x[m:]

@@ -61,6 +61,7 @@ from connect.models import relu
 from theory import names
 from theory import patterns as pat
 from theory.claims import ClaimResult
+from theory.constructive import LP_OPTIONS
 
 LOSSES = ("squared", "logistic")
 #: A block counts as nonzero when its norm exceeds this fraction of the largest block's.
@@ -321,7 +322,7 @@ def staircase_width(m_star: int, big_m: int | None, n: int) -> int:
 def _basic_solution(g_NxK: np.ndarray, yhat_N: np.ndarray, cost_K: np.ndarray) -> np.ndarray:
     """A basic optimal solution of ``min cᵀα s.t. Gα = ŷ, α ≥ 0`` (HiGHS dual simplex):
     at most ``rank G ≤ n`` nonzeros. Rows of ``G`` are rescaled for conditioning."""
-    res = scipy.optimize.linprog(cost_K, A_eq=g_NxK, b_eq=yhat_N, bounds=(0, None), method="highs-ds")
+    res = scipy.optimize.linprog(cost_K, A_eq=g_NxK, b_eq=yhat_N, bounds=(0, None), method="highs-ds", options=LP_OPTIONS)
     if res.status != 0:
         raise RuntimeError(f"block reduction LP failed: {res.message}")
     alpha = np.asarray(res.x)

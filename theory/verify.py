@@ -40,7 +40,7 @@ CLAIMS: list[tuple[str, str, str, dict]] = [
 #: (module, function) drawing figures into a directory; each returns the paths it wrote.
 FIGURES: list[tuple[str, str]] = [
     ("theory.example", "report_figures"),  # §E: landscape, bounds vs N and width, runs (+ summary.json)
-    # >>> width staircase (THEORY.md §C/§D): the lead wires ("theory.staircase", "staircase_figure") here <<<
+    ("theory.staircase", "staircase_figure_default"),  # optimum, CONNECT and linear vs constructive barrier vs width
 ]
 
 
