@@ -365,8 +365,14 @@ def aggregate(points: Sequence[dict]) -> list[dict]:
 
 def least_forgetting_at_equal_performance(rows: Sequence[dict], y: str = "task_accuracy", maximize_y: bool = True) -> dict:
     """For one pretraining optimizer's rows: the performance level every method reaches,
-    ``y* = min_method max_lr y`` (``max_method min_lr`` for a loss), and per method the least forgetting
-    among its rows at least that good; ``best`` the method forgetting least there."""
+    ``y* = min_method max_lr y`` (``max_method min_lr`` for a loss), and per method
+
+    * ``forgetting``: the least forgetting among its rows at least that good (``best``: the method
+      forgetting least there) — on a coarse lr grid this favours whichever method has a grid point
+      just past ``y*``;
+    * ``interpolated``: the forgetting at which its Pareto front reaches ``y*``, linear between the
+      two front points around it, ``F = F_{i−1} + (y* − y_{i−1}) (F_i − F_{i−1}) / (y_i − y_{i−1})``
+      (``F_0`` when already its least-forgetting point is that good; ``best_interpolated``)."""
     by_method: dict = {}
     for r in rows:
         if math.isfinite(r[y]) and math.isfinite(r["forgetting"]):  # diverged runs left out
@@ -375,7 +381,17 @@ def least_forgetting_at_equal_performance(rows: Sequence[dict], y: str = "task_a
     target = (min if maximize_y else max)(best_y.values())
     good = lambda r: r[y] >= target if maximize_y else r[y] <= target  # noqa: E731
     forgetting = {m: min(r["forgetting"] for r in rs if good(r)) for m, rs in by_method.items()}
-    return {"metric": y, "target": target, "forgetting": forgetting, "best": min(forgetting, key=forgetting.get)}
+    interpolated = {}
+    for m, rs in by_method.items():
+        front = [rs[i] for i in pareto_front(rs, y=y, maximize_y=maximize_y)]
+        i = next(i for i, r in enumerate(front) if good(r))
+        if i == 0:
+            interpolated[m] = front[0]["forgetting"]
+        else:
+            (f0, y0), (f1, y1) = ((front[j]["forgetting"], front[j][y]) for j in (i - 1, i))
+            interpolated[m] = f0 + (target - y0) * (f1 - f0) / (y1 - y0)
+    return {"metric": y, "target": target, "forgetting": forgetting, "best": min(forgetting, key=forgetting.get),
+            "interpolated": interpolated, "best_interpolated": min(interpolated, key=interpolated.get)}
 
 
 def summarize(points: Sequence[dict]) -> dict:

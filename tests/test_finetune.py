@@ -108,6 +108,8 @@ def test_least_forgetting_at_equal_performance_hand_made():
             {"method": "muon", "forgetting": 0.05, "task_accuracy": 0.3}, {"method": "muon", "forgetting": 0.2, "task_accuracy": 0.7}]
     r = finetune.least_forgetting_at_equal_performance(rows)
     assert r["target"] == 0.7 and r["forgetting"] == {"adamw": 0.3, "muon": 0.2} and r["best"] == "muon"
+    # along adamw's front (0.1, 0.6) -> (0.3, 0.9), accuracy 0.7 is reached at forgetting 0.1 + 0.2/3
+    assert r["interpolated"] == pytest.approx({"adamw": 0.1 + 0.2 / 3, "muon": 0.2}) and r["best_interpolated"] == "adamw"
     rows.append({"method": "sgd", "forgetting": float("nan"), "task_accuracy": 1.0})
     assert finetune.least_forgetting_at_equal_performance(rows) == r
 
