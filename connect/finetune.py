@@ -552,13 +552,20 @@ def _plot_sizes(out: str, rows: list[dict]) -> list[str]:
         ax = axes[0, j]
         for pre in sorted({r["pretraining_optimizer"] for r in rows}):
             rs = sorted((r for r in rows if r["task"] == task and r["pretraining_optimizer"] == pre), key=lambda r: r["n_train"])
-            ax.plot([r["n_train"] for r in rs], [r["task_accuracy"] for r in rs], marker="o",
-                    label=f"pretrained {pre}, finetuned {rs[0]['method']}")
+            line, = ax.plot([r["n_train"] for r in rs], [r["task_accuracy"] for r in rs], marker="o",
+                            label=f"pretrained {pre}, finetuned {rs[0]['method']}: held-out")
+            if task != "memorize":  # memorize's held-out split is its train facts
+                ax.plot([r["n_train"] for r in rs], [r.get("train_accuracy", np.nan) for r in rs], marker="x", ls="--",
+                        color=line.get_color(), label=f"pretrained {pre}: train")
+        sizes = sorted({r["n_train"] for r in rows})
         ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("train examples")
-        ax.set_ylabel("held-out accuracy" + (" (= recall)" if task == "memorize" else ""))
+        ax.set_ylabel("exact-match accuracy" + (" (recall of the train facts)" if task == "memorize" else ""))
         ax.set_title(task)
         ax.legend(fontsize=7)
+    fig.tight_layout()
     return _save(fig, out, "data_sizes")
 
 
