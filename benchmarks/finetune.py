@@ -4,10 +4,13 @@
 Per model config and method, the jitted step of :func:`connect.finetune.trainer` on random task batches
 (``batch_size`` examples of ``context`` tokens), float32: the first step (compile) is timed apart,
 then ``--steps`` steps, best of ``--repeats``; ``steps_per_s`` and ``tokens_per_s`` count the whole
-batch's tokens. Prints a markdown table and writes JSON to ``--out`` (default
+batch's tokens. LoRA forms ``W + (α/r)AB`` densely (:func:`connect.lora.apply_lora`), so it saves
+optimizer state and update work, not matmul FLOPs. Prints a markdown table and writes JSON to ``--out`` (default
 ``benchmarks/results/finetune_<platform>.json``)::
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/finetune.py --models tiny --methods adamw muon lora
+    OPENBLAS_NUM_THREADS=1 python benchmarks/finetune.py --models tiny --methods adamw muon lion sgd lora lora-muon
+    OPENBLAS_NUM_THREADS=1 python benchmarks/finetune.py --models seed-paper --methods adamw lora --batch-size 8 \
+        --steps 5 --repeats 2 --append
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def _one(model: str, method: str, args) -> dict:
         theta, opt_state = run(args.steps, theta, opt_state)
         best = min(best, time.perf_counter() - t0)
     n_trainable = lora.n_params(theta) if base is not None else sum(int(x.size) for x in jax.tree.leaves(theta))
-    return {"model": model, "method": method, "n_trainable": n_trainable, "compile_s": compile_s, "step_s": best / args.steps,
+    return {"model": model, "method": method, "batch_size": args.batch_size, "context": args.context, "n_trainable": n_trainable, "compile_s": compile_s, "step_s": best / args.steps,
             "steps_per_s": args.steps / best, "tokens_per_s": args.steps * args.batch_size * args.context / best}
 
 
@@ -68,6 +71,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--append", action="store_true", help="add the rows to those already in --out")
     args = ap.parse_args()
     platform = jax.devices()[0].platform
     rows = [_one(model, method, args) for model in args.models for method in args.methods]
@@ -76,6 +80,9 @@ def main() -> None:
     for r in rows:
         print(f"| {r['model']} | {r['method']} | {r['n_trainable']:,} | {r['compile_s']:.1f} | {r['steps_per_s']:.2f} | {r['tokens_per_s']:,.0f} |")
     out = args.out or os.path.join(os.path.dirname(__file__), "results", f"finetune_{platform}.json")
+    if args.append and os.path.isfile(out):
+        with open(out) as f:
+            rows = json.load(f)["rows"] + rows
     with open(out, "w") as f:
         json.dump({"platform": platform, "devices": [str(d) for d in jax.devices()], "device_kind": jax.devices()[0].device_kind,
                    "batch_size": args.batch_size, "context": args.context, "lora_rank": args.lora_rank,
