@@ -13,7 +13,8 @@ written ``lora-<optimizer>``) — at each learning rate of a grid, for a fixed s
   after, and a learning curve (train batch loss, held-out loss every ``eval_every`` steps);
 * the **linear path** ``θ(t) = (1 − t) θ_pre + t θ_ft`` on a ``path_points`` t-grid: corpus and task
   losses along it and their barriers ``max_t [L(t) − ((1−t)L(0) + tL(1))]``
-  (:func:`connect.barrier.barrier`, Zhang et al. arXiv 2605.09991 eq. (1));
+  (:func:`connect.barrier.barrier`, Zhang et al. arXiv 2605.09991 eq. (1)), and the spectral norm and
+  stable rank of each hidden matrix along it (means over layers);
 * the **update** ``ΔW = W_ft − W_pre`` of every hidden matrix and layer (:func:`delta_w_stats`);
 * the pretrained network's **activation norms** on the task (:func:`activation_norms`).
 
@@ -252,7 +253,11 @@ def finetune_point(m: Pretrained, task: tasks.Task, method: str, lr: float, seed
     after = _measures(post, model_cfg, task, cfg, val, second)
     ts_T = barrier.grid(cfg.path_points)
     nodes_K = jax.tree.map(lambda a, b: jnp.stack([a, b]), pre, post)
-    along = [_path_losses(_linear_point(nodes_K, jnp.float32(t)), model_cfg, held, cfg, val) for t in ts_T.tolist()]
+    along, spectra_T = [], []
+    for t in ts_T.tolist():
+        theta_t = _linear_point(nodes_K, jnp.float32(t))
+        along.append(_path_losses(theta_t, model_cfg, held, cfg, val))
+        spectra_T.append(jax.device_get(_matrix_spectra(theta_t)))
     corpus_T, task_T = np.array([a[0] for a in along]), np.array([a[1] for a in along])
     result = {
         "n_trainable": n_trainable,
@@ -263,7 +268,9 @@ def finetune_point(m: Pretrained, task: tasks.Task, method: str, lr: float, seed
         "train_loss": after["train_loss"], "train_accuracy": after["train_accuracy"],
         "curve": curve,
         "path": {"t": ts_T.tolist(), "corpus_loss": corpus_T.tolist(), "task_loss": task_T.tolist(),
-                 "corpus_barrier": barrier.barrier(ts_T, corpus_T), "task_barrier": barrier.barrier(ts_T, task_T)},
+                 "corpus_barrier": barrier.barrier(ts_T, corpus_T), "task_barrier": barrier.barrier(ts_T, task_T),
+                 **{stat: {name: [float(np.mean(sp[name][stat])) for sp in spectra_T] for name in spectra_T[0]}
+                    for stat in ("spectral_norm", "stable_rank")}},
         "delta_w": delta_w_stats(pre, post, cfg.top_k),
         "activation_norms": baseline["activation_norms"],
     }
@@ -668,6 +675,16 @@ def _grad_fn(model_cfg: gpt2.GPT2Config, is_lora: bool):
         return tasks.masked_loss(params, x_BxT, y_BxT, m_BxT, model_cfg)
 
     return jax.jit(jax.value_and_grad(loss_of))
+
+
+@jax.jit
+def _matrix_spectra(params) -> dict:
+    """Per hidden matrix (``attn/c_attn``, …) its spectral norm and stable rank per layer (:mod:`connect.spectra`)."""
+    out = {}
+    for path in gpt2.MUON_MATRICES:
+        s = jax.vmap(spectra.summarize)(_get(params, path))
+        out["/".join(path[1:-1])] = {"spectral_norm": s["spectral_norm"], "stable_rank": s["stable_rank"]}
+    return out
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from connect import checkpoints, finetune
+from connect import checkpoints, finetune, lm_training
 from connect.errors import UserError
 from connect.models import gpt2
 
@@ -62,6 +62,7 @@ def test_three_steps_each_method_records_everything_and_resumes(study):
         assert p["path"]["task_loss"][0] == p["task_loss_before"] and p["path"]["task_loss"][-1] == p["task_loss"]
         assert [c["step"] for c in p["curve"]] == [2, 3] and p["curve"][-1]["heldout_loss"] == pytest.approx(p["task_loss"], rel=1e-5)
         assert 0.0 <= p["task_accuracy"] <= 1.0 and p["path"]["corpus_barrier"] >= 0.0
+        assert len(p["path"]["spectral_norm"]["mlp/c_fc"]) == 3 and all(1.0 <= r <= 16.0 for r in p["path"]["stable_rank"]["attn/c_proj"])
         assert set(p["delta_w"]) == {"attn/c_attn", "attn/c_proj", "mlp/c_fc", "mlp/c_proj"}
         assert set(p["activation_norms"]) >= {"residual_rms", "mlp_hidden_rms", "residual_max_abs"}
         for d in p["delta_w"].values():
@@ -70,6 +71,9 @@ def test_three_steps_each_method_records_everything_and_resumes(study):
             if m == "lora":  # (α/r) A B has rank ≤ r = 2, so its stable rank is at most 2
                 assert d["stable_rank"][0] <= 2.0 + 1e-4
     assert points["lora"]["n_trainable"] < points["adamw"]["n_trainable"]
+    w_pre = np.asarray(lm_training.load(str(study / "adamw-run"))[0]["h"]["mlp"]["c_fc"]["kernel"], np.float64)
+    np.testing.assert_allclose(points["sgd"]["path"]["spectral_norm"]["mlp/c_fc"][0],
+                               np.mean([np.linalg.norm(w, 2) for w in w_pre]), rtol=1e-5)  # t = 0 is the pretrained model
     summary = json.loads(open(os.path.join(out, "summary.json")).read())
     assert summary["studies"][0]["at_equal_accuracy"]["best"] in points
 
