@@ -89,10 +89,11 @@ def test_greedy_decoding_loss_and_exact_match_against_naive_loop():
     total = count = 0.0
     for i, (p, a) in enumerate(ex):
         seq = list(p)
-        for _ in range(len(a)):  # naive: the unpadded sequence grows one token at a time
-            seq.append(int(np.argmax(np.asarray(apply(params, np.asarray([seq], np.int32), CFG))[0, -1])))
+        for _ in range(len(a)):  # naive: the sequence grows one token at a time; its last position is read
+            padded = np.asarray([seq + [0] * (CFG.n_positions - len(seq))], np.int32)  # one shape (causal: pads unseen)
+            seq.append(int(np.argmax(np.asarray(apply(params, padded, CFG))[0, len(seq) - 1])))
         np.testing.assert_array_equal(pred[i, :len(a)], seq[len(p):])
-        full = np.asarray([list(p + a)], np.int32)
+        full = np.asarray([list(p + a) + [0] * (CFG.n_positions + 1 - len(p + a))], np.int32)
         logits = np.asarray(apply(params, full[:, :-1], CFG), np.float64)[0]
         logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
         total += -sum(logp[len(p) - 1 + j, a[j]] for j in range(len(a)))
