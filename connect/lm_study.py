@@ -1,0 +1,346 @@
+"""The GPT-2 connectivity study (Zhang et al., arXiv 2605.09991, §5): seeds per optimizer, every pair joined by
+paths, raw and aligned; barriers in and out of distribution, spectra, planes and ensembles along them.
+
+Steps (:func:`run`), all resumable:
+
+1. **train** ``seeds`` models per optimizer with :func:`connect.lm_training.train` into ``OUT/train/{optimizer}``
+   (each optimizer's seeds in one program; a rerun resumes from their checkpoints);
+2. **pairs** (:func:`pairs`): AdamW–AdamW and Muon–Muon (every ``i < j``) and AdamW–Muon (``(i, i + k mod n)``
+   by increasing ``k``, so the first pairs use distinct seeds), at most ``pairs_per_type`` of each type;
+3. **measure** each pair (:func:`measure_pair`): for the raw pair and, with ``align``, the pair aligned by
+   :func:`connect.alignment.gpt2.align` (both models LayerNorm-folded, B permuted and rotated toward A), every
+   path kind — linear, or its free nodes learned by :func:`connect.lm_paths.learn_path` with the endpoints'
+   optimizer (``cross_path_optimizer`` for a cross pair) — evaluated by :func:`connect.lm_paths.evaluate_path`
+   on the val split and the out-of-distribution tokens (barriers ``max_t [L(t) − ((1−t)L(0) + tL(1))]`` and
+   ``max_t L(t) − max(L(0), L(1))``; ensembles), spectra along the path (:func:`connect.lm_paths.spectra_along_path`:
+   median over matrices of every summary, and one chosen matrix's singular values), and for the first
+   ``plane_pairs`` pairs of each type the loss plane through A, B and the learned bend (:mod:`connect.planes`);
+   each pair's record goes to ``OUT/pairs/{key}.json`` atomically, and a finished pair is skipped on rerun;
+4. **results** ``OUT/results.json`` (every pair) and the tables and figures of :mod:`connect.lm_plots`.
+
+Out of distribution: for the embedded corpus (Python source and its pydoc help texts) the default second
+corpus is English prose that the embedded corpus leaves out — the text files of the standard library's
+``idlelib`` directory (NEWS, README, HISTORY, …; idlelib is excluded from the embedded corpus) and its
+``LICENSE.txt`` — read as bytes like the corpus. A different split of the same corpus would not be out of
+distribution. Any other corpus is given by ``ood_data`` (its val split is used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from connect import barrier, config, corpus, lm_paths, lm_training, paths, planes
+from connect.alignment import gpt2 as align_gpt2
+from connect.config import TrainLMConfig
+from connect.errors import UserError
+from connect.io import write_json_atomic
+from connect.models import gpt2
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+#: t at which the spectral strip shows histograms (the study's figure).
+STRIP_TS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+#: Name of the embedded out-of-distribution corpus (see the module docstring).
+EMBEDDED_OOD = "stdlib-prose"
+
+
+def _f(default, help: str):
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """Everything that determines the study's pairs and measurements (``OUT/study.json``); the models'
+    training is ``train`` (fields of :class:`connect.config.TrainLMConfig`) updated by ``train_by[optimizer]``."""
+
+    TABLE: ClassVar[str] = "gpt2_study"
+    EXAMPLE: ClassVar[str] = "experiments/gpt2_connectivity.toml"
+
+    optimizers: list = _f(["adamw", "muon"], "optimizers whose seeds are paired (same- and cross-optimizer pairs)")
+    seeds: int = _f(10, "seeds per optimizer (0, 1, …, seeds − 1)")
+    pairs_per_type: int = _f(0, "at most this many pairs per pair type (0: every pair)")
+    paths: list = _f(["linear", "polychain"], f"path kinds, from {', '.join(paths.KINDS)} (learned: one-bend chain, quadratic Bézier)")
+    align: bool = _f(True, "measure aligned pairs too (permutations and residual rotation, LayerNorms folded)")
+    t_points: int = _f(11, "evenly spaced t in [0, 1] at which paths are measured")
+    path_steps: int = _f(200, "optimizer steps to learn a path's free node")
+    path_batch_size: int = _f(16, "training windows per path-learning step")
+    path_t_samples: int = _f(1, "t ~ U[0, 1] samples per path-learning step")
+    path_lr: dict = _f({"adamw": 1e-3, "muon": 4e-3}, "learning rate of the hidden matrices when learning a path, per optimizer")
+    path_aux_lr: dict = _f({}, "learning rate of the other arrays when learning a path, per optimizer (default: path_lr)")
+    path_weight_decay: float = _f(0.0, "weight decay while learning a path")
+    cross_path_optimizer: str = _f("adamw", "optimizer learning the paths between two optimizers' models")
+    eval_batch_size: int = _f(16, "windows per evaluation batch")
+    eval_batches: int = _f(16, "evaluation batches per split (0: the whole split)")
+    ood_data: str = _f("", f"out-of-distribution corpus (its val split); empty: {EMBEDDED_OOD} for the embedded corpus, none otherwise")
+    spectra_matrix: str = _f("h.0.mlp.c_fc", "matrix whose singular values are stored and drawn in the spectral strip")
+    plane_pairs: int = _f(1, "pairs per type whose loss plane (A, B, learned bend) is measured (0: none)")
+    plane_points: int = _f(11, "grid points per plane axis")
+    plane_margin: float = _f(0.2, "plane grid margin around the three points, relative to their extent")
+    t_chunk: int = _f(0, "path points evaluated together under vmap (0: all on an accelerator, 1 on CPU)")
+    seed: int = _f(0, "seed of path learning")
+    train: dict = _f({}, "connect.config.TrainLMConfig fields shared by every optimizer")
+    train_by: dict = _f({}, "per optimizer, TrainLMConfig fields overriding train (e.g. muon's lr and schedule)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def train_config(self, optimizer: str) -> TrainLMConfig:
+        """The validated training config of ``optimizer``'s seeds."""
+        source = f"{self.TABLE}.train"
+        base = config.from_dict(self.train, source, cls=TrainLMConfig)
+        values = {**self.train_by.get(optimizer, {}), "optimizer": optimizer, "seeds": list(range(self.seeds))}
+        return config.from_dict(values, f"{self.TABLE}.train_by.{optimizer}", base=base).validate()
+
+    def validate(self) -> StudyConfig:
+        """Raise :class:`UserError` naming the first impossible value."""
+        from connect.optimizers import LM_OPTIMIZERS
+
+        for name in [*self.optimizers, self.cross_path_optimizer]:
+            if name not in LM_OPTIMIZERS:
+                raise UserError(f"unknown optimizer {name!r}: use one of {', '.join(LM_OPTIMIZERS)}")
+        checks = [
+            (bool(self.optimizers) and len(set(self.optimizers)) == len(self.optimizers), f"optimizers must be distinct names, got {self.optimizers}"),
+            (self.seeds >= 2, f"seeds must be ≥ 2 to form same-optimizer pairs, got {self.seeds}"),
+            (self.pairs_per_type >= 0, f"pairs_per_type must be ≥ 0 (0: all), got {self.pairs_per_type}"),
+            (bool(self.paths) and all(p in paths.KINDS for p in self.paths), f"paths {self.paths} invalid: choose from {', '.join(paths.KINDS)}"),
+            (self.t_points >= 2, f"t_points must be ≥ 2, got {self.t_points}"),
+            (min(self.path_steps, self.path_batch_size, self.path_t_samples, self.eval_batch_size) >= 1,
+             "path_steps, path_batch_size, path_t_samples and eval_batch_size must be ≥ 1"),
+            (self.eval_batches >= 0 and self.plane_pairs >= 0 and self.t_chunk >= 0, "eval_batches, plane_pairs and t_chunk must be ≥ 0"),
+            (self.plane_points >= 2 and self.plane_margin >= 0, "plane_points must be ≥ 2 and plane_margin ≥ 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UserError(msg)
+        for opt in self.optimizers:
+            self.train_config(opt)
+        return self
+
+
+def load_config(path: str, *, tiny: bool = False, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """The study config of TOML file ``path``: its ``[gpt2_study]`` table (with ``[gpt2_study.train]`` and
+    ``[gpt2_study.train_by.OPT]``), updated by the ``[tiny]`` table when ``tiny``, then by ``overrides``
+    (dotted keys, e.g. ``{"train.steps": 5}``); validated."""
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path} not found: pass a TOML file such as {StudyConfig.EXAMPLE}")
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"config file {path} is not valid TOML ({e})") from None
+    values = dict(doc.get(StudyConfig.TABLE, {}))
+    if tiny:
+        if "tiny" not in doc:
+            raise UserError(f"config file {path} has no [tiny] table: drop --tiny or add the table")
+        values = _merge(values, doc["tiny"])
+    for key, val in (overrides or {}).items():
+        values = _merge(values, _nested(key.split("."), val))
+    return config_from_dict(values, path)
+
+
+def config_from_dict(values: dict, source: str = "config") -> StudyConfig:
+    """A validated :class:`StudyConfig` from plain values (unknown keys and wrong types are UserErrors)."""
+    values = dict(values)
+    nested = {k: values.pop(k, {}) for k in ("train", "train_by")}
+    for key, val in nested.items():
+        if not isinstance(val, dict) or (key == "train_by" and not all(isinstance(v, dict) for v in val.values())):
+            raise UserError(f"{source}: {key} must be a table of TrainLMConfig fields{' per optimizer' if key == 'train_by' else ''}")
+    cfg = config.from_dict(values, source, cls=StudyConfig)
+    cfg.train, cfg.train_by = nested["train"], nested["train_by"]
+    return cfg.validate()
+
+
+def pairs(cfg: StudyConfig) -> list[tuple[str, int, str, int]]:
+    """``(opt_a, seed_a, opt_b, seed_b)`` of every pair measured, grouped by pair type (see the module docstring)."""
+    n, cap = cfg.seeds, cfg.pairs_per_type or None
+    out = []
+    for opt in cfg.optimizers:
+        out += [(opt, i, opt, j) for i, j in itertools.combinations(range(n), 2)][:cap]
+    for opt_a, opt_b in itertools.combinations(cfg.optimizers, 2):
+        out += [(opt_a, i, opt_b, (i + k) % n) for k in range(n) for i in range(n)][:cap]
+    return out
+
+
+def pair_key(pair: tuple[str, int, str, int]) -> str:
+    opt_a, seed_a, opt_b, seed_b = pair
+    return f"{opt_a}-{seed_a}__{opt_b}-{seed_b}"
+
+
+def pair_type(opt_a: str, opt_b: str) -> str:
+    return f"{opt_a}-{opt_b}"
+
+
+def embedded_ood_tokens() -> np.ndarray:
+    """The embedded out-of-distribution corpus: the standard library's ``idlelib/*.txt`` and ``LICENSE.txt``
+    in sorted order, as bytes (see the module docstring)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted((root / "idlelib").glob("*.txt")) + [root / "LICENSE.txt"]
+    data = b"\n".join(f.read_bytes() for f in files if f.is_file())
+    if not data:
+        raise UserError(f"no idlelib/*.txt or LICENSE.txt under {root} for the embedded OOD corpus: pass ood_data")
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def load_ood(ood_data: str, data: corpus.Corpus, *, tokenizer: str = "", val_fraction: float = 0.05) -> tuple[str, np.ndarray | None]:
+    """``(name, tokens)`` of the out-of-distribution corpus (``(None-name, None)`` when there is none)."""
+    if ood_data:
+        ood = corpus.load(ood_data, tokenizer=tokenizer or None, val_fraction=val_fraction)
+        if ood.vocab_size > data.vocab_size:
+            raise UserError(f"OOD corpus {ood.name} has vocabulary {ood.vocab_size} > {data.vocab_size} of {data.name}: "
+                            "encode it with the training corpus's tokenizer")
+        return ood.name, ood.val
+    if data.tokenizer == "bytes" and data.name.startswith("stdlib-py"):
+        return EMBEDDED_OOD, embedded_ood_tokens()
+    return "", None
+
+
+# --- one pair ---------------------------------------------------------------------------------------
+
+
+def measure_pair(theta_a, theta_b, model_cfg: gpt2.GPT2Config, data: corpus.Corpus, cfg: StudyConfig, *, path_optimizer: str,
+                 ood_tokens: np.ndarray | None = None, context: int | None = None, plane: bool = False,
+                 weight_decay: float = 0.1, ts_T=None, progress=None) -> dict:
+    """Every path kind of ``cfg.paths`` between two GPT-2s, raw and (``cfg.align``) aligned, on the t-grid ``ts_T``
+    (default ``cfg.t_points`` evenly spaced); see the module docstring.
+
+    Returns ``{"alignment_report", "paths": [{"path", "alignment", "curve" (:func:`connect.lm_paths.evaluate_path`),
+    "objective", "spectra"}], "planes": [{"alignment", …}]}``. ``weight_decay`` is the λ of the constraint norms.
+    """
+    model_cfg = lm_paths.check_pair(theta_a, model_cfg, theta_b, model_cfg)
+    lm_paths.named_matrices(theta_a, model_cfg, [cfg.spectra_matrix])  # a missing matrix fails now, not after learning
+    ts_T = lm_paths.check_grid(barrier.grid(cfg.t_points) if ts_T is None else ts_T)
+    context = context or model_cfg.n_positions
+    versions = [("raw", theta_a, theta_b, model_cfg)]
+    report = None
+    if cfg.align:
+        al = align_gpt2.align(theta_a, theta_b, model_cfg)
+        versions.append(("aligned", al.params_a, al.params_b, al.cfg))
+        report = al.report
+    eval_kw = dict(batch_size=cfg.eval_batch_size, context=context, max_batches=cfg.eval_batches or None)
+    out = {"alignment_report": report, "paths": [], "planes": []}
+    for alignment, a, b, mcfg in versions:
+        for kind in cfg.paths:
+            if progress is not None:
+                progress.set_postfix_str(f"{alignment} {kind}")
+            nodes_K, obj = lm_paths.learn_path(
+                a, b, kind, mcfg, data.train, n_free=1, steps=cfg.path_steps, batch_size=cfg.path_batch_size, context=context,
+                t_per_step=cfg.path_t_samples, optimizer=path_optimizer, lr=cfg.path_lr.get(path_optimizer, 1e-3),
+                aux_lr=cfg.path_aux_lr.get(path_optimizer), weight_decay=cfg.path_weight_decay, seed=cfg.seed)
+            curve = lm_paths.evaluate_path(kind, nodes_K, mcfg, data.val, ts_T, ood_tokens=ood_tokens, t_chunk=cfg.t_chunk or None, **eval_kw)
+            spec = lm_paths.spectra_along_path(kind, nodes_K, mcfg, ts_T, weight_decay=weight_decay)
+            out["paths"].append({"path": kind, "alignment": alignment, "curve": curve, "objective": np.asarray(obj).tolist(),
+                                 "spectra": _spectra_record(spec, cfg.spectra_matrix)})
+            if plane and kind != "linear":
+                bend = jax.tree.map(lambda x: x[1], nodes_K)
+                pl = planes.plane_losses(a, b, bend, mcfg, data.val, n_points=cfg.plane_points, margin=cfg.plane_margin,
+                                         t_chunk=cfg.t_chunk or None, **eval_kw)
+                out["planes"].append({"alignment": alignment, "path": kind, "third": "learned bend", **pl})
+    return out
+
+
+def _spectra_record(spec: dict, matrix: str) -> dict:
+    """JSON summary of :func:`connect.lm_paths.spectra_along_path`: medians over matrices, every matrix's
+    stable rank and condition number, and ``matrix``'s singular values and summaries."""
+    per = spec["matrices"]
+    return {"t": np.asarray(spec["t"]).tolist(), "median": {k: np.asarray(v).tolist() for k, v in spec["median"].items()},
+            "stable_rank": {n: per[n]["stable_rank"].tolist() for n in spec["names"]},
+            "condition_number": {n: per[n]["condition_number"].tolist() for n in spec["names"]},
+            "matrix": {"name": matrix, **{k: np.asarray(v).tolist() for k, v in per[matrix].items()}}}
+
+
+# --- the study --------------------------------------------------------------------------------------
+
+
+def run(cfg: StudyConfig, out: str, *, progress: bool = True) -> dict:
+    """Train (or reuse) the seeds, measure every pair not yet on disk, write ``OUT/results.json``, the
+    tables and the figures; returns the results (see the module docstring)."""
+    from connect import lm_plots
+
+    cfg.validate()
+    _claim(out, cfg)
+    train_cfgs = {opt: cfg.train_config(opt) for opt in cfg.optimizers}
+    for opt, tcfg in train_cfgs.items():
+        if progress:
+            print(f"training {cfg.seeds} {opt} seeds into {os.path.join(out, 'train', opt)}", file=sys.stderr)
+        lm_training.train(tcfg, os.path.join(out, "train", opt), progress=progress)
+    first = train_cfgs[cfg.optimizers[0]]
+    data = corpus.load(first.data or None, tokenizer=first.tokenizer or None, val_fraction=first.val_fraction)
+    ood_name, ood_tokens = load_ood(cfg.ood_data, data, tokenizer=first.tokenizer, val_fraction=first.val_fraction)
+    todo = pairs(cfg)
+    planes_left = {}
+    bar = tqdm(todo, desc="study gpt2 pairs", unit="pair", disable=not progress)
+    records = []
+    for pair in bar:
+        opt_a, seed_a, opt_b, seed_b = pair
+        ptype = pair_type(opt_a, opt_b)
+        planes_left.setdefault(ptype, cfg.plane_pairs)
+        want_plane = planes_left[ptype] > 0
+        planes_left[ptype] -= 1
+        path = os.path.join(out, "pairs", pair_key(pair) + ".json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                records.append(json.load(f))
+            continue
+        bar.set_description(f"study gpt2 {pair_key(pair)}")
+        theta_a, cfg_a = lm_training.load(os.path.join(out, "train", opt_a, f"seed-{seed_a}"))
+        theta_b, cfg_b = lm_training.load(os.path.join(out, "train", opt_b, f"seed-{seed_b}"))
+        model_cfg = lm_paths.check_pair(theta_a, cfg_a, theta_b, cfg_b)
+        path_opt = opt_a if opt_a == opt_b else cfg.cross_path_optimizer
+        rec = measure_pair(theta_a, theta_b, model_cfg, data, cfg, path_optimizer=path_opt, ood_tokens=ood_tokens,
+                           context=train_cfgs[opt_a].context, plane=want_plane, weight_decay=train_cfgs[opt_a].weight_decay,
+                           progress=bar if progress else None)
+        rec = {"key": pair_key(pair), "pair_type": ptype, "opt_a": opt_a, "seed_a": seed_a, "opt_b": opt_b, "seed_b": seed_b,
+               "same_optimizer": opt_a == opt_b, "path_optimizer": path_opt, **rec}
+        write_json_atomic(path, rec)
+        records.append(rec)
+    bar.close()
+    results = {"corpus": data.name, "ood_corpus": ood_name or None, "spectra_matrix": cfg.spectra_matrix,
+               "optimizers": cfg.optimizers, "pairs": records}
+    write_json_atomic(os.path.join(out, "results.json"), results)
+    results["files"] = lm_plots.plot_study(out)
+    return results
+
+
+def _claim(out: str, cfg: StudyConfig) -> None:
+    """Write ``OUT/study.json`` or check that the stored one equals ``cfg`` (a resumed study measures the same)."""
+    path = os.path.join(out, "study.json")
+    want = json.loads(json.dumps(cfg.to_dict()))
+    if os.path.isfile(path):
+        with open(path) as f:
+            stored = json.load(f)
+        for key, val in want.items():
+            if stored.get(key) != val:
+                raise UserError(f"study directory {out} was started with {key} = {stored.get(key)!r}, not {val!r}: "
+                                "rerun with the same config to resume, or pass a new --out")
+        return
+    if os.path.isdir(out) and os.listdir(out):
+        raise UserError(f"study directory {out} exists and is not a connect study: pass an empty or new --out")
+    write_json_atomic(path, want)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``base`` updated by ``over``, tables merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _nested(keys: list[str], val) -> dict:
+    return {keys[0]: val} if len(keys) == 1 else {keys[0]: _nested(keys[1:], val)}
