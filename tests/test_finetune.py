@@ -39,11 +39,13 @@ def _cfg(root, **kw):
 
 
 def test_zero_step_finetune_forgets_nothing(study):
-    summary = finetune.run(_cfg(study, steps=0, methods=["adamw", "lora"]), str(study / "zero"), progress=False, plots=False)
+    cfg = _cfg(study, steps=0, methods=["adamw", "lora"], second_corpus=str(study / "corpus.txt"))
+    summary = finetune.run(cfg, str(study / "zero"), progress=False, plots=False)
     points = finetune.load_points(str(study / "zero"))
     assert summary["n_points"] == len(points) == 2
     for p in points:
-        assert p["forgetting"] == 0.0 and p["task_loss"] == p["task_loss_before"]
+        assert p["forgetting"] == 0.0 and p["second_forgetting"] == 0.0 and p["task_loss"] == p["task_loss_before"]
+        assert p["second_val_loss_before"] == p["val_loss_before"]  # the same corpus twice
         assert p["path"]["corpus_barrier"] == 0.0 and p["curve"] == []
         assert all(v == 0.0 for d in p["delta_w"].values() for v in d["frobenius"])
 
