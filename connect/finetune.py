@@ -59,7 +59,8 @@ _GRID_FIELDS = ("pretrained", "methods", "lrs", "seeds", "data_sizes", "size_tas
 
 @dataclasses.dataclass
 class FinetuneConfig:
-    """Everything that determines a finetuning study (stored as the run's ``config.json``)."""
+    """Everything that determines a finetuning study (stored as the run's ``config.json``); the defaults
+    are the ``[tiny]`` table of ``experiments/finetune_consistency.toml`` without its data-size comparison."""
 
     TABLE: ClassVar[str] = "finetune"
 
@@ -69,10 +70,10 @@ class FinetuneConfig:
     n_heldout: int = _f(128, "held-out examples of the task")
     task_seed: int = _f(0, "seed of the task's examples and split")
     methods: list = _f(["adamw", "muon", "lion", "sgd", "lora"], "finetuning methods: adamw, muon, lion, sgd (full) or lora / lora-<optimizer>")
-    lrs: dict = _f({"adamw": [1e-4, 3e-4, 1e-3], "muon": [3e-4, 1e-3, 3e-3], "lion": [3e-5, 1e-4, 3e-4],
-                    "sgd": [3e-3, 1e-2, 3e-2], "lora": [1e-3, 3e-3, 1e-2]},
+    lrs: dict = _f({"adamw": [3e-5, 1e-4, 3e-4, 1e-3], "muon": [1e-4, 3e-4, 1e-3, 3e-3], "lion": [3e-6, 1e-5, 3e-5, 1e-4],
+                    "sgd": [1e-3, 3e-3, 1e-2, 3e-2], "lora": [3e-4, 1e-3, 3e-3, 1e-2]},
                    "learning-rate grid per method (positive numbers); lora-<optimizer> falls back to lora's", value_type=None)
-    steps: int = _f(200, "finetuning steps per point (0: no update, forgetting 0)")
+    steps: int = _f(150, "finetuning steps per point (0: no update, forgetting 0)")
     batch_size: int = _f(32, "task examples per step, also the batch of the corpus evaluation")
     weight_decay: float = _f(0.0, "decoupled weight decay λ on matrices (multiplied by the learning rate)")
     clip_norm: float = _f(1.0, "clip the gradient to this global norm (0: no clipping)")
@@ -83,11 +84,11 @@ class FinetuneConfig:
     lora_optimizer: str = _f("adamw", "optimizer of the adapters for the method 'lora'")
     lora_targets: list = _f(["attn", "mlp"], "adapted matrices: attn, mlp, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj")
     seeds: list = _f([0], "finetuning seeds (batch order and LoRA init)")
-    context: int = _f(64, "tokens per example and per corpus window (at most the model's n_positions)")
+    context: int = _f(32, "tokens per example and per corpus window (at most the model's n_positions)")
     corpus: str = _f("", "pretraining corpus whose val loss measures forgetting (empty: the embedded corpus)")
     second_corpus: str = _f("", "a second corpus for forgetting (empty: none)")
     val_fraction: float = _f(0.05, "val fraction of the corpora's documents")
-    eval_batches: int = _f(8, "val batches (of batch_size windows) per forgetting evaluation (0: the whole split)")
+    eval_batches: int = _f(16, "val batches (of batch_size windows) per forgetting evaluation (0: the whole split)")
     eval_every: int = _f(25, "steps between learning-curve evaluations of the held-out task loss")
     path_points: int = _f(5, "t points of the linear path back to the pretrained model (≥ 2)")
     top_k: int = _f(8, "top singular directions of W_pre that ΔW's alignment is measured against")

@@ -152,5 +152,8 @@ def test_experiment_config_tables_load_and_validate():
     for table, n_lrs in (("finetune", 5), ("tiny", 4)):
         cfg = finetune.load_config(path, table, pretrained=["runs/a"]).validate()
         assert all(len(cfg.lr_grid(m)) == n_lrs for m in cfg.methods) and set(cfg.methods) == {"adamw", "muon", "lion", "sgd", "lora"}
+    tiny, default = finetune.load_config(path, "tiny", pretrained=["runs/a"]), finetune.FinetuneConfig(pretrained=["runs/a"])
+    differ = {k for k, v in default.to_dict().items() if tiny.to_dict()[k] != v}
+    assert differ == {"data_sizes", "size_method", "size_lr"}  # the defaults are the tiny table without the size comparison
     with pytest.raises(UserError, match="no \\[huge\\] table"):
         finetune.load_config(path, "huge")
