@@ -152,12 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--width", type=int, default=None, help="width of the along-t figures (default: the run's plot_width)")
     q.set_defaults(func=cmd_plot)
 
-    from connect import lm_commands, study_commands
+    from connect import finetune_commands, lm_commands, study_commands
     from theory import commands as theory_commands
 
     lm_commands.add_parser(sub)
     theory_commands.add_parser(sub)
-    study_commands.add_parser(sub)
+    finetune_commands.add_study(study_commands.add_parser(sub))
     return parser
 
 

@@ -260,7 +260,7 @@ def _coerce(cls: type, key: str, val: Any, source: str):
             return bool(val)
         if isinstance(default, list):
             items = list(val) if isinstance(val, (list, tuple)) else [val]
-            if key in ("widths", "seeds"):
+            if key in ("widths", "seeds", "data_sizes"):
                 return [int(x) if not isinstance(x, bool) and float(x) == int(float(x)) else x for x in items]
             if key == "betas":
                 return [float(x) for x in items]

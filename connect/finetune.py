@@ -63,6 +63,7 @@ class FinetuneConfig:
     are the ``[tiny]`` table of ``experiments/finetune_consistency.toml`` without its data-size comparison."""
 
     TABLE: ClassVar[str] = "finetune"
+    EXAMPLE: ClassVar[str] = "experiments/finetune_consistency.toml"
 
     pretrained: list = _f([], "pretrained checkpoints: connect train-lm run/seed/step directories or Hugging Face directories")
     task: str = _f("arithmetic", f"task: {', '.join(tasks.NAMES)} or a text file of prompt<TAB>answer lines")
