@@ -5,11 +5,10 @@ A path is :mod:`connect.paths`' stacked nodes ``[θ_A, θ_1, …, θ_B]`` over a
 
 * **val loss** ``L(θ(t)) = −(1/N) Σ_i log p_θ(t)(y_i | x_{≤i})`` over the ``N`` target tokens of the
   consecutive windows of :func:`connect.corpus.eval_batches` (every token weighted equally, as
-  :func:`connect.lm_training.evaluate`). One compiled program takes a data batch and returns the
-  summed negative log-likelihood at *every* t: the points are built on the device
-  (:func:`connect.paths.point`), ``t_chunk`` of them at a time under ``vmap`` and the chunks in a
-  ``lax.map``; the batch axis is sharded over a 1-D mesh named ``data`` (params replicated), so
-  XLA sums across devices. The last, short batch is padded with zero-weight rows, so one shape
+  :func:`connect.lm_training.evaluate`). The points are built on the device (:func:`connect.paths.point`)
+  ``t_chunk`` at a time, and one compiled program takes a data batch and returns the summed negative
+  log-likelihood at every point of the chunk (``vmap``); the batch axis is sharded over a 1-D mesh
+  named ``data`` (params replicated), so XLA sums across devices. The last, short batch is padded with zero-weight rows, so one shape
   compiles and every device gets whole rows;
 * **barriers** (:mod:`connect.barrier`): the seed's ``max_t [L(t) − ((1−t)L(0) + tL(1))]`` and
   ``max_t L(t) − max(L(0), L(1))``, on the val split and, when given, on a second corpus (out of
@@ -104,18 +103,33 @@ def path_losses(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, tokens: np.ndarr
                 compute_dtype=jnp.float32) -> np.ndarray:
     """Mean next-token loss (nats) of ``θ(t)`` at every t of ``ts_T`` on ``tokens``, shape ``(T,)``.
 
-    ``t_chunk`` points are evaluated together under ``vmap`` (default: all T on an accelerator, 1 on
-    CPU, where batching does not pay); ``mesh`` shards the data batch over its ``data`` axis.
+    ``t_chunk`` points are evaluated together under ``vmap`` (default: 1 on CPU, where batching does
+    not pay; on accelerators all T, or as many as keep the chunk's float32 logits within
+    :data:`LOGITS_BUDGET_BYTES`); ``mesh`` shards the data batch over its ``data`` axis.
     """
     ts_T = check_grid(ts_T)
     _check_eval(model_cfg, batch_size, context, mesh)
     n_t = ts_T.size
-    chunk = t_chunk or (1 if jax.default_backend() == "cpu" else n_t)
+    chunk = t_chunk or _default_chunk(n_t, batch_size, context, model_cfg.vocab_size)
     n_chunks = -(-n_t // chunk)
     ts_NxC = np.concatenate([ts_T, np.full(n_chunks * chunk - n_t, ts_T[-1], np.float32)]).reshape(n_chunks, chunk)
-    nodes_K, ts_NxC = _replicate((nodes_K, jnp.asarray(ts_NxC)), mesh)
-    fn = functools.partial(_path_nll, kind, model_cfg, jnp.dtype(compute_dtype).name, nodes_K, ts_NxC)
-    return _over_data(fn, tokens, batch_size, context, max_batches, mesh)[:n_t]
+    nodes_K = _replicate(nodes_K, mesh)
+    dtype_name = jnp.dtype(compute_dtype).name
+    losses = []
+    for ts_C in ts_NxC:  # the chunk's points are built once, then every data batch is evaluated at all of them
+        fn = functools.partial(_points_nll, model_cfg, dtype_name, _points(kind, nodes_K, jnp.asarray(ts_C)))
+        losses.append(_over_data(fn, tokens, batch_size, context, max_batches, mesh))
+    return np.concatenate(losses)[:n_t]
+
+
+#: Default cap on the float32 logits ``C·B·T·V·4`` bytes of one t-chunk on an accelerator.
+LOGITS_BUDGET_BYTES = 8 * 2**30
+
+
+def _default_chunk(n_t: int, batch_size: int, context: int, vocab_size: int) -> int:
+    if jax.default_backend() == "cpu":
+        return 1
+    return max(1, min(n_t, LOGITS_BUDGET_BYTES // (4 * batch_size * context * vocab_size)))
 
 
 def ensemble_loss(members_M, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, *, batch_size: int, context: int,
@@ -179,15 +193,20 @@ def _target_logprobs(params, x_BxT, y_BxT, model_cfg, dtype) -> jax.Array:
     return target_BxT - jax.nn.logsumexp(logits_BxTxV, axis=-1)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _path_nll(kind, model_cfg, dtype_name, nodes_K, ts_NxC, x_BxT, y_BxT, w_B) -> jax.Array:
-    """``Σ_b w_b Σ_i −log p_θ(t)(y_bi)`` for every t of the grid, shape ``(N·C,)``: C points under vmap, N chunks in a lax.map."""
+@functools.partial(jax.jit, static_argnums=0)
+def _points(kind, nodes_K, ts_C):
+    """``θ(t)`` for every t of a chunk, stacked on a leading axis C."""
+    return jax.vmap(lambda t: paths.point(kind, nodes_K, t))(ts_C)
 
-    def at(t):
-        lp_BxT = _target_logprobs(paths.point(kind, nodes_K, t), x_BxT, y_BxT, model_cfg, jnp.dtype(dtype_name))
-        return -jnp.sum(lp_BxT * w_B[:, None])
 
-    return jax.lax.map(jax.vmap(at), ts_NxC).reshape(-1)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _points_nll(model_cfg, dtype_name, points_C, x_BxT, y_BxT, w_B) -> jax.Array:
+    """``Σ_b w_b Σ_i −log p_θ(y_bi)`` for each of C stacked models (vmap), shape ``(C,)``."""
+
+    def nll(params):
+        return -jnp.sum(_target_logprobs(params, x_BxT, y_BxT, model_cfg, jnp.dtype(dtype_name)) * w_B[:, None])
+
+    return jax.vmap(nll)(points_C)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -301,14 +320,17 @@ def spectra_along_path(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, ts_T=None
     ``{o}_rel`` ``(T,)`` (:func:`connect.optimizers.constraint`; Muon's spectral ball on the
     attention and MLP matrices with the shape factor of the ``(out, in)`` matrix, ℓ∞ elsewhere).
     ``median`` holds the median over the matrices of every scalar ``(T,)``. The t-points are mapped
-    by ``strategy`` (:mod:`connect.batching`; ``auto``: ``lax.map`` on CPU, ``vmap`` on accelerators)
-    inside one compiled program. Returns numpy arrays.
+    by ``strategy`` (:mod:`connect.batching`; ``auto``: ``vmap`` on accelerators) inside one compiled
+    program; on CPU always by ``lax.map``, since there a program with a dozen or more vmapped SVDs
+    deadlocks in XLA's thread pool (jax 0.10.2, 2 cores). Returns numpy arrays.
     """
     ts_T = check_grid(barrier.grid() if ts_T is None else ts_T)
     names = tuple(_checked_names(model_cfg, names))
     strategy = batching.resolve(strategy)
     if strategy not in batching.TRACEABLE:
         raise ValueError(f"spectra_along_path maps inside jit: strategy must be one of {', '.join(batching.TRACEABLE)}")
+    if jax.default_backend() == "cpu":
+        strategy = "map"  # XLA CPU (jax 0.10.2, 2 cores) deadlocks running a dozen vmapped SVDs of one program concurrently
     n_nodes = jax.tree.leaves(nodes_K)[0].shape[0]
     if n_nodes < 2:
         raise ValueError(f"a path needs at least 2 nodes, got {n_nodes}")
