@@ -22,6 +22,7 @@ Timing as ``width_sweep.py`` (:func:`width_sweep.timed_group`): one warm-up call
 Usage (from the repository root)::
 
     python benchmarks/lm_paths.py                                  # tiny on CPU -> results/lm_paths_cpu.json
+    python benchmarks/lm_paths.py --model seed-paper --skip-eval  # spectra of the study's model on CPU
     python benchmarks/lm_paths.py --model gpt2 --batch-size 8 --context 1024   # 124M on a GPU
 """
 
@@ -93,6 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed calls per row at least (default: 3)")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed rounds at least (default: 1)")
     p.add_argument("--skip-spectra", action="store_true", help="time the loss evaluation only")
+    p.add_argument("--skip-eval", action="store_true", help="time the spectra only")
     p.add_argument("--out", default=None, help="JSON path (default: results/lm_paths_<platform>[_<model>].json)")
     return p.parse_args(argv)
 
@@ -106,11 +108,12 @@ def main(argv=None) -> dict:
     init = jax.jit(gpt2.init, static_argnums=1)
     a, bend, b = (init(jax.random.key(s), cfg) for s in range(3))
     nodes = paths.stack_nodes(a, jax.tree.map(lambda x: x[None], bend), b)
-    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, args.batches * args.batch_size * context + 1).astype(np.int32)
+    n_tokens = 0 if args.skip_eval else args.batches * args.batch_size * context + 1
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, n_tokens).astype(np.int32)
     ts = barrier.grid(11)
     timing = (args.repeats, args.min_time)
     load_before = os.getloadavg()
-    rows = bench_eval(cfg, nodes, tokens, ts, args.batch_size, context, dtype, timing)
+    rows = [] if args.skip_eval else bench_eval(cfg, nodes, tokens, ts, args.batch_size, context, dtype, timing)
     for r in rows:
         print(f"eval {r['row']:6s} {r['point_tokens_per_s']:12.4g} point-tokens/s  {r['speedup_vs_loop']:.2f}x loop  "
               f"compile {r['compile_s']:.1f}s  max|Δ| {r['max_abs_diff_vs_loop']:.2g}")
