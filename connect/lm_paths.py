@@ -58,6 +58,14 @@ SPECTRUM_STATS = spectra.SUMMARIES
 # --- checks ---------------------------------------------------------------------------------------
 
 
+def load_pair(path_a: str, path_b: str) -> tuple[dict, dict, gpt2.GPT2Config]:
+    """Two checkpoints (:func:`connect.lm_training.load`: connect or Hugging Face) and their common config."""
+    from connect import lm_training
+
+    (theta_a, cfg_a), (theta_b, cfg_b) = lm_training.load(path_a), lm_training.load(path_b)
+    return theta_a, theta_b, check_pair(theta_a, cfg_a, theta_b, cfg_b)
+
+
 def check_pair(theta_a, cfg_a: gpt2.GPT2Config, theta_b, cfg_b: gpt2.GPT2Config) -> gpt2.GPT2Config:
     """The common config of two checkpoints, after checking both trees have its arrays and shapes."""
     if cfg_a != cfg_b:
@@ -143,23 +151,34 @@ def ensemble_loss(members_M, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, *, 
 
 def evaluate_path(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, ts_T=None, *, batch_size: int,
                   context: int, max_batches: int | None = None, mesh: Mesh | None = None, ood_tokens: np.ndarray | None = None,
-                  ensembles: bool = True, t_chunk: int | None = None, compute_dtype=jnp.float32) -> dict:
+                  ensembles: bool = True, refine: int = 0, t_chunk: int | None = None, compute_dtype=jnp.float32) -> dict:
     """Val loss at every t, the two barriers, the same on ``ood_tokens`` when given, and ensembles.
 
-    The grid (default :func:`connect.barrier.grid`, 0, 0.1, …, 1) must hold 0 and 1. Returns
-    ``{"t", "loss", "barrier", "max_barrier", "ood": {"t", "loss", "barrier", "max_barrier"} | None,
-    "ensemble": {"loss_a", "loss_b", "endpoints", "best_t", "best_point", "endpoints_and_best"} | None}``
-    (plain floats and lists, ready for JSON).
+    The grid (default :func:`connect.barrier.grid`, 0, 0.1, …, 1) must hold 0 and 1; ``refine`` extra
+    points are added around the grid's highest point above the chord (:func:`connect.barrier.refine`),
+    separately for each corpus. Returns ``{"t", "loss", "barrier", "max_barrier", "ood": {"t", "loss",
+    "barrier", "max_barrier"} | None, "ensemble": {"loss_a", "loss_b", "endpoints", "best_t", "best_point",
+    "endpoints_and_best"} | None}`` (plain floats and lists, ready for JSON; t ascending).
     """
     ts_T = check_grid(barrier.grid() if ts_T is None else ts_T)
     if 0.0 not in ts_T or 1.0 not in ts_T:
         raise UserError(f"the t-grid {ts_T.tolist()} must contain both endpoints 0 and 1 for barriers: add them")
     kw = dict(batch_size=batch_size, context=context, max_batches=max_batches, mesh=mesh, compute_dtype=compute_dtype)
-    out = _curve(ts_T, path_losses(kind, nodes_K, model_cfg, tokens, ts_T, t_chunk=t_chunk, **kw))
-    out["ood"] = None
-    if ood_tokens is not None:
-        out["ood"] = _curve(ts_T, path_losses(kind, nodes_K, model_cfg, ood_tokens, ts_T, t_chunk=t_chunk, **kw))
-    out["ensemble"] = _ensembles(kind, nodes_K, model_cfg, tokens, ts_T, out["loss"], **kw) if ensembles else None
+
+    def curve(data):
+        loss_T = path_losses(kind, nodes_K, model_cfg, data, ts_T, t_chunk=t_chunk, **kw)
+        ts, loss = ts_T, loss_T
+        if refine:
+            extra = barrier.refine(ts_T, loss_T, refine)
+            ts = np.concatenate([ts_T, extra])
+            loss = np.concatenate([loss_T, path_losses(kind, nodes_K, model_cfg, data, extra, t_chunk=t_chunk, **kw)])
+        order = np.argsort(ts, kind="stable")
+        return _curve(ts[order], loss[order])
+
+    out = curve(tokens)
+    out["ood"] = None if ood_tokens is None else curve(ood_tokens)
+    out["ensemble"] = (_ensembles(kind, nodes_K, model_cfg, tokens, np.asarray(out["t"], np.float32), out["loss"], **kw)
+                       if ensembles else None)
     return out
 
 

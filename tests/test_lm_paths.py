@@ -106,6 +106,12 @@ def test_barriers_ood_and_ensembles_against_numpy(chain):
     assert out["barrier"] == pytest.approx(np.max(loss - chord), abs=1e-12)
     assert out["max_barrier"] == pytest.approx(np.max(loss) - max(loss[0], loss[-1]), abs=1e-12)
     ood_a = lm_training.evaluate(_first(chain), CFG, ood, batch_size=BATCH, context=CTX)
+    # refined: two more points around the peak, the grid's losses unchanged, t ascending
+    ref = lm_paths.evaluate_path("polychain", chain, CFG, val, TS, batch_size=BATCH, context=CTX, t_chunk=3, refine=2, ensembles=False)
+    assert len(ref["t"]) == len(TS) + 2 and np.all(np.diff(ref["t"]) >= 0)
+    for t, v in zip(TS, loss):
+        assert ref["loss"][ref["t"].index(float(t))] == v
+    assert ref["barrier"] >= out["barrier"]
     assert out["ood"]["loss"][0] == pytest.approx(ood_a, rel=2e-6)
     assert out["ood"]["loss"] != pytest.approx(out["loss"], rel=1e-3)
 
