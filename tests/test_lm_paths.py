@@ -232,7 +232,7 @@ def test_learned_chain_is_below_the_line_on_a_planted_pair():
 
 SCRIPT = textwrap.dedent("""
     import json, sys
-    import jax, jax.numpy as jnp, numpy as np
+    import jax, jax.numpy as jnp, numpy as np, optax
     jax.config.update("jax_numpy_rank_promotion", "raise")
     from jax.sharding import Mesh
     from connect import lm_paths, paths
@@ -247,6 +247,12 @@ SCRIPT = textwrap.dedent("""
     kw = dict(batch_size=8, context=8, t_chunk=3)
     out = {"eight": lm_paths.evaluate_path("polychain", nodes, cfg, tokens, ts, mesh=mesh, **kw),
            "one": lm_paths.evaluate_path("polychain", nodes, cfg, tokens, ts, **kw)}
+    learned = [lm_paths.learn_path(a, b, "polychain", cfg, tokens, steps=2, batch_size=8, context=8, t_per_step=2,
+                                   optimizer=optax.adam(1e-2), mesh=m) for m in (mesh, None)]
+    out["learned_maxdiff"] = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+                                 for x, y in zip(jax.tree.leaves(learned[0][0]), jax.tree.leaves(learned[1][0])))
+    out["learned_moved"] = float(np.max(np.abs(np.asarray(learned[1][0]["wte"][1]) - np.asarray(0.5 * (a["wte"] + b["wte"])))))
+    out["objective"] = [np.asarray(x[1]).tolist() for x in learned]
     try:
         lm_paths.path_losses("polychain", nodes, cfg, tokens, ts, mesh=mesh, batch_size=12, context=8)
     except Exception as e:
@@ -268,6 +274,9 @@ def test_sharded_over_eight_devices_equals_unsharded():
     for k in ("endpoints", "endpoints_and_best"):
         assert eight["ensemble"][k] == pytest.approx(one["ensemble"][k], rel=1e-6)
     assert out["error"].startswith("UserError: batch_size 12 is not divisible by the 8 devices")
+    # a path learned on minibatches sharded over the 8 devices equals the one learned on one device
+    np.testing.assert_allclose(out["objective"][0], out["objective"][1], rtol=1e-5)
+    assert out["learned_moved"] > 1e-3 and out["learned_maxdiff"] <= 1e-3 * out["learned_moved"]
 
 
 # --- bad input ------------------------------------------------------------------------------------
