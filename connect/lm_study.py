@@ -225,6 +225,8 @@ def measure_pair(theta_a, theta_b, model_cfg: gpt2.GPT2Config, data: corpus.Corp
     model_cfg = lm_paths.check_pair(theta_a, model_cfg, theta_b, model_cfg)
     lm_paths.named_matrices(theta_a, model_cfg, [cfg.spectra_matrix])  # a missing matrix fails now, not after learning
     ts_T = lm_paths.check_grid(barrier.grid(cfg.t_points) if ts_T is None else ts_T)
+    if 0.0 not in ts_T or 1.0 not in ts_T:  # checked before any path is learned
+        raise UserError(f"the t-grid {ts_T.tolist()} must contain both endpoints 0 and 1 for barriers: add them")
     context = context or model_cfg.n_positions
     versions = [("raw", theta_a, theta_b, model_cfg)]
     report = None
@@ -238,10 +240,13 @@ def measure_pair(theta_a, theta_b, model_cfg: gpt2.GPT2Config, data: corpus.Corp
         for kind in cfg.paths:
             if progress is not None:
                 progress.set_postfix_str(f"{alignment} {kind}")
-            nodes_K, obj = lm_paths.learn_path(
-                a, b, kind, mcfg, data.train, n_free=1, steps=cfg.path_steps, batch_size=cfg.path_batch_size, context=context,
-                t_per_step=cfg.path_t_samples, optimizer=path_optimizer, lr=cfg.path_lr.get(path_optimizer, 1e-3),
-                aux_lr=cfg.path_aux_lr.get(path_optimizer), weight_decay=cfg.path_weight_decay, seed=cfg.seed)
+            if kind == "linear":  # nothing to learn: the two endpoints (stacked on the host, no per-array compiles)
+                nodes_K, obj = jax.tree.map(lambda x, y: np.stack([np.asarray(x), np.asarray(y)]), a, b), np.zeros(0)
+            else:
+                nodes_K, obj = lm_paths.learn_path(
+                    a, b, kind, mcfg, data.train, n_free=1, steps=cfg.path_steps, batch_size=cfg.path_batch_size, context=context,
+                    t_per_step=cfg.path_t_samples, optimizer=path_optimizer, lr=cfg.path_lr.get(path_optimizer, 1e-3),
+                    aux_lr=cfg.path_aux_lr.get(path_optimizer), weight_decay=cfg.path_weight_decay, seed=cfg.seed)
             curve = lm_paths.evaluate_path(kind, nodes_K, mcfg, data.val, ts_T, ood_tokens=ood_tokens, t_chunk=cfg.t_chunk or None, **eval_kw)
             spec = lm_paths.spectra_along_path(kind, nodes_K, mcfg, ts_T, weight_decay=weight_decay)
             out["paths"].append({"path": kind, "alignment": alignment, "curve": curve, "objective": np.asarray(obj).tolist(),
@@ -329,7 +334,7 @@ def _claim(out: str, cfg: StudyConfig) -> None:
                 raise UserError(f"study directory {out} was started with {key} = {stored.get(key)!r}, not {val!r}: "
                                 "rerun with the same config to resume, or pass a new --out")
         return
-    if os.path.isdir(out) and os.listdir(out):
+    if os.path.isdir(out) and set(os.listdir(out)) - {"train"}:  # OUT/train alone: seeds trained before, reused
         raise UserError(f"study directory {out} exists and is not a connect study: pass an empty or new --out")
     write_json_atomic(path, want)
 

@@ -13,21 +13,22 @@ combination ``w_A θ_A + w_C θ_C + w_B θ_B`` with
 
     w_C = v / c_v,     w_B = u / ‖θ_B − θ_A‖ − v c_u / (‖θ_B − θ_A‖ c_v),     w_A = 1 − w_B − w_C,
 
-i.e. a "path" over the nodes ``[θ_A, θ_C, θ_B]`` whose weights are a table indexed by grid point. The
-loss of every grid point is therefore :func:`connect.lm_paths.path_losses` with that table as the
-path's weight function (one compiled program, points chunked under ``vmap``, data batched and
-sharded exactly as along a path); nothing here touches the data.
+an affine combination of the three points. The loss over a grid of ``(u, v)`` is then
+:func:`connect.lm_paths.path_losses` with a weight function of the grid index (see
+:func:`plane_losses`): one compiled program, points chunked under ``vmap``, data batched and sharded
+exactly as along a path; nothing here touches the data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from connect import lm_paths, paths
+from connect import lm_paths
 from connect.errors import UserError
 from connect.models import gpt2
 
@@ -68,13 +69,13 @@ def weights(pl: Plane, uv_Gx2) -> np.ndarray:
 
 def nodes(theta_a, theta_b, theta_c):
     """The three points stacked as ``[θ_A, θ_C, θ_B]`` (the node order of :func:`weights`)."""
-    return jax.tree.map(lambda a, c, b: jnp.stack([a, c, b]), theta_a, theta_c, theta_b)
+    return jax.tree.map(lambda a, c, b: np.stack([np.asarray(a), np.asarray(c), np.asarray(b)]), theta_a, theta_c, theta_b)
 
 
 def point(pl: Plane, nodes_3, uv) -> dict:
-    """θ(u, v) (:func:`connect.paths.combine` of :func:`weights`, anchored at θ_A)."""
-    w_3 = jnp.asarray(weights(pl, np.asarray(uv, np.float64)[None])[0], jnp.float32)
-    return paths.combine(w_3, nodes_3, jnp.asarray(False))
+    """θ(u, v) = Σ_k w_k θ_k over ``[θ_A, θ_C, θ_B]`` with the weights of :func:`weights` (float64 on the host, float32 out)."""
+    w_3 = weights(pl, np.asarray(uv, np.float64)[None])[0]
+    return jax.tree.map(lambda x: np.tensordot(w_3, np.asarray(x, np.float64), axes=1).astype(np.float32), nodes_3)
 
 
 def grid(pl: Plane, n_points: int = 11, margin: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
@@ -90,39 +91,42 @@ def grid(pl: Plane, n_points: int = 11, margin: float = 0.2) -> tuple[np.ndarray
     return np.linspace(lo[0] - pad[0], hi[0] + pad[0], n_points), np.linspace(lo[1] - pad[1], hi[1] + pad[1], n_points)
 
 
-def losses(pl: Plane, nodes_3, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, uv_Gx2, *, batch_size: int, context: int,
-           max_batches: int | None = None, mesh=None, t_chunk: int | None = None, compute_dtype=jnp.float32) -> np.ndarray:
-    """Mean next-token loss (nats) at every ``(u, v)`` of ``uv_Gx2``, shape ``(G,)``, by
-    :func:`connect.lm_paths.path_losses` over the weight table (see the module docstring)."""
-    w_GxK = weights(pl, uv_Gx2)
-    n = w_GxK.shape[0]
-    index_T = np.arange(n, dtype=np.float32) / max(n - 1, 1)  # "t" of grid point g is g/(G−1), exact in float32
-    return lm_paths.path_losses(_Table(w_GxK.astype(np.float32)), nodes_3, model_cfg, tokens, index_T, batch_size=batch_size,
-                                context=context, max_batches=max_batches, mesh=mesh, t_chunk=t_chunk, compute_dtype=compute_dtype)
-
-
 def plane_losses(theta_a, theta_b, theta_c, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, *, n_points: int = 11,
                  margin: float = 0.2, **kw) -> dict:
     """The loss on the ``n_points × n_points`` grid of :func:`grid`, plus the three points' own coordinates
-    and losses: ``{"u", "v", "loss" (V, U), "points" (3, 2), "point_loss" (3,)}`` (lists, ready for JSON)."""
+    and losses: ``{"u", "v", "loss" (V, U), "points" (3, 2), "point_loss" (3,)}`` (lists, ready for JSON).
+
+    The grid is the path-loss machinery of :func:`connect.lm_paths.path_losses` over the nodes
+    ``[O, P_u, P_v]`` — the grid's corner ``O = θ(u_0, v_0)`` and its neighbours along each axis at the far end,
+    ``P_u = θ(u_{U−1}, v_0)``, ``P_v = θ(u_0, v_{V−1})`` — so grid point ``(i, j)`` is
+    ``O + (i/(n−1))(P_u − O) + (j/(n−1))(P_v − O)``, with weights depending on ``n`` only (one compiled
+    program per grid size and model). The three points are the one-bend chain ``[θ_A, θ_C, θ_B]`` at
+    ``t = 0, ½, 1``. ``kw``: ``batch_size``, ``context``, ``max_batches``, ``mesh``, ``t_chunk``, ``compute_dtype``.
+    """
     pl = plane(theta_a, theta_b, theta_c)
     u_U, v_V = grid(pl, n_points, margin)
-    uv_Gx2 = np.concatenate([np.stack(np.meshgrid(u_U, v_V), axis=-1).reshape(-1, 2), pl.points_3x2()])
-    loss_G = losses(pl, nodes(theta_a, theta_b, theta_c), model_cfg, tokens, uv_Gx2, **kw)
-    return {"u": u_U.tolist(), "v": v_V.tolist(), "loss": loss_G[:-3].reshape(v_V.size, u_U.size).tolist(),
-            "points": pl.points_3x2().tolist(), "point_loss": loss_G[-3:].tolist()}
+    abc_3 = nodes(theta_a, theta_b, theta_c)
+    corners = [point(pl, abc_3, uv) for uv in ((u_U[0], v_V[0]), (u_U[-1], v_V[0]), (u_U[0], v_V[-1]))]
+    corners_3 = jax.tree.map(lambda *x: np.stack(x), *corners)
+    n_grid = n_points * n_points
+    loss_G = lm_paths.path_losses(_unit_grid(n_points), corners_3, model_cfg, tokens, np.arange(n_grid, dtype=np.float32) / (n_grid - 1), **kw)
+    loss_3 = lm_paths.path_losses("polychain", abc_3, model_cfg, tokens, np.array([0.0, 0.5, 1.0], np.float32), **kw)
+    return {"u": u_U.tolist(), "v": v_V.tolist(), "loss": loss_G.reshape(n_points, n_points).tolist(),
+            "points": pl.points_3x2().tolist(), "point_loss": loss_3[[0, 2, 1]].tolist()}  # A, B, C
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Table:
-    """A weight function ``t -> w_K`` reading row ``round(t·(G−1))`` of a table (hashable by identity,
-    so it can be a static argument of the compiled loss)."""
+@functools.cache
+def _unit_grid(n: int):
+    """Weights of ``[O, P_u, P_v]`` at grid point ``g = round(t·(n²−1))``, ``(i, j) = (g mod n, g div n)``:
+    ``(1 − a − b, a, b)`` with ``a = i/(n−1)``, ``b = j/(n−1)``; one object per ``n`` (a static argument of the
+    compiled loss, so every plane of that size reuses the program)."""
 
-    w_GxK: np.ndarray
+    def w(t):
+        g = jnp.round(t * (n * n - 1)).astype(jnp.int32)
+        a, b = (g % n).astype(jnp.float32) / (n - 1), (g // n).astype(jnp.float32) / (n - 1)
+        return jnp.stack([1.0 - a - b, a, b])
 
-    def __call__(self, t):
-        n = self.w_GxK.shape[0]
-        return jnp.asarray(self.w_GxK)[jnp.round(t * (n - 1)).astype(jnp.int32)]
+    return w
 
 
 def _diff(x, y):
