@@ -329,13 +329,13 @@ def named_matrices(params, model_cfg: gpt2.GPT2Config, names: Sequence[str] | No
 
 
 def spectra_along_path(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, ts_T=None, *, names: Sequence[str] | None = None,
-                       weight_decay: float = 0.1, optimizers_: Sequence[str] = ("adamw", "muon"),
+                       weight_decay: float = 0.1, constraint_optimizers: Sequence[str] = ("adamw", "muon"),
                        strategy: str = "auto") -> dict:
     """Singular values and summaries (:mod:`connect.spectra`) of every named matrix at every t.
 
     Per matrix (names of :func:`matrix_names`, default all): ``singular_values`` ``(T, R)``, the
     scalar summaries of :data:`SPECTRUM_STATS` ``(T,)``, and for each optimizer ``o`` of
-    ``optimizers_`` the norm of its implicit set at decay ``weight_decay`` relative to the radius,
+    ``constraint_optimizers`` the norm of its implicit set at decay ``weight_decay`` relative to the radius,
     ``{o}_rel`` ``(T,)`` (:func:`connect.optimizers.constraint`; Muon's spectral ball on the
     attention and MLP matrices with the shape factor of the ``(out, in)`` matrix, ℓ∞ elsewhere).
     ``median`` holds the median over the matrices of every scalar ``(T,)``. The t-points are mapped
@@ -354,7 +354,7 @@ def spectra_along_path(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, ts_T=None
     if n_nodes < 2:
         raise ValueError(f"a path needs at least 2 nodes, got {n_nodes}")
     per = jax.device_get(_spectra_fn(kind, model_cfg, names, strategy)(nodes_K, jnp.asarray(ts_T)))
-    sets = {o: optimizers.constraint(o, weight_decay, muon_matrix_names(model_cfg)) for o in optimizers_}
+    sets = {o: optimizers.constraint(o, weight_decay, muon_matrix_names(model_cfg)) for o in constraint_optimizers}
     shapes = {n: tuple(x.shape) for n, x in jax.eval_shape(lambda nodes: named_matrices(_at0(nodes), model_cfg, names), nodes_K).items()}
     matrices = {}
     for name in names:
