@@ -31,8 +31,10 @@ KINDS = ("linear", "bezier", "polychain")
 
 
 def weights(kind: str, n_nodes: int, t: jax.Array) -> jax.Array:
-    """The node weights ``w_k(t)``, shape ``(K,)``; they sum to 1."""
-    t = jnp.asarray(t, dtype=jnp.float32)
+    """The node weights ``w_k(t)``, shape ``(K,)``; they sum to 1. Computed in t's floating dtype
+    (float32 for an integer t), so float64 paths (``jax.enable_x64``) are not rounded to float32."""
+    t = jnp.asarray(t)
+    t = t.astype(t.dtype if jnp.issubdtype(t.dtype, jnp.floating) else jnp.float32)
     if kind == "linear" or n_nodes == 2:
         if n_nodes != 2:
             raise ValueError(f"a linear path has 2 nodes, got {n_nodes}")
@@ -40,13 +42,13 @@ def weights(kind: str, n_nodes: int, t: jax.Array) -> jax.Array:
     if kind == "bezier":
         deg = n_nodes - 1
         k = np.arange(n_nodes)
-        binom = jnp.asarray(comb(deg, k), dtype=jnp.float32)
+        binom = jnp.asarray(comb(deg, k), dtype=t.dtype)
         return binom * t ** k * (1 - t) ** (deg - k)
     if kind == "polychain":
         seg = n_nodes - 1
         s = t * seg
         # hat functions centred at k: max(0, 1 − |s − k|)
-        return jnp.maximum(0.0, 1.0 - jnp.abs(s - jnp.arange(n_nodes, dtype=jnp.float32)))
+        return jnp.maximum(0.0, 1.0 - jnp.abs(s - jnp.arange(n_nodes, dtype=t.dtype)))
     raise ValueError(f"unknown path kind {kind!r}: use one of {', '.join(KINDS)}")
 
 
@@ -71,7 +73,7 @@ def combine(w_K: jax.Array, nodes_K, near_b: jax.Array):
 
     def leaf(x_K):
         anchor = jnp.where(near_b, x_K[-1], x_K[0])
-        w = w_K.reshape((n_nodes,) + (1,) * (x_K.ndim - 1))
+        w = w_K.astype(x_K.dtype).reshape((n_nodes,) + (1,) * (x_K.ndim - 1))  # the nodes' precision
         return anchor + jnp.sum(w * (x_K - anchor[None]), axis=0)
 
     return jax.tree.map(leaf, nodes_K)

@@ -228,3 +228,17 @@ def test_fit_samples_t_from_the_given_distribution():
     paths.fit("polychain", theta_a, theta_b, lambda p: jnp.sum(p["x"] ** 2), optax.sgd(0.1), jax.random.key(0), steps=3,
               t_per_step=5, t_dist=t_dist)
     assert len(seen) == 1 and seen[0].shape == (5,)  # traced once inside the scan
+
+
+def test_float64_paths_are_not_rounded_to_float32():
+    """Under x64 the weights keep t's precision: θ(0.3) = 0.7 θ_A + 0.3 θ_B to float64 round-off."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+        nodes = {"W": jnp.stack([jnp.asarray(a), jnp.asarray(b)])}
+        for kind in paths.KINDS:
+            w = paths.point(kind, nodes, 0.3)["W"]
+            assert w.dtype == jnp.float64
+            np.testing.assert_allclose(np.asarray(w), 0.7 * a + 0.3 * b, rtol=0, atol=1e-15)
+        f32 = {"W": nodes["W"].astype(jnp.float32)}
+        assert paths.point("bezier", f32, 0.3)["W"].dtype == jnp.float32  # float32 nodes stay float32
