@@ -16,6 +16,7 @@ from connect import (
     data,
     finetune,
     huggingface,
+    lm_paths,
     lm_training,
     lora,
     losses,
@@ -45,7 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConstraintSet", "DataConfig", "Dataset", "PathSettings", "TrainLMConfig", "UserError", "WidthSweepConfig",
     "align", "alignment", "barrier", "barrier_height", "batching", "config", "constraints", "corpus", "data",
-    "finetune", "gpt2", "huggingface", "lm_training", "load_checkpoint", "lora", "losses", "max_barrier", "measure",
+    "finetune", "gpt2", "huggingface", "lm_paths", "lm_training", "load_checkpoint", "lora", "losses", "max_barrier", "measure",
     "measure_pairs", "optimizers", "paths", "relu", "save_checkpoint", "schedules", "spectra", "spectrum", "sweep",
     "tasks", "training",
 ]
