@@ -38,7 +38,8 @@ def add_parser(sub) -> argparse._SubParsersAction:
     p.add_argument("--path", nargs="+", default=["linear", "polychain"], choices=paths.KINDS, help="path kinds (default: linear polychain)")
     p.add_argument("--t-grid", nargs="+", type=float, default=None, help="t values in [0, 1], holding 0 and 1 (default: 0, 0.1, …, 1)")
     p.add_argument("--steps", type=int, default=d.path_steps, help=f"steps to learn a path's bend (default: {d.path_steps})")
-    p.add_argument("--path-optimizer", default="adamw", help="optimizer learning the bends: the endpoints' for the optimizer-restricted path (default: adamw)")
+    p.add_argument("--path-optimizer", default=None, help="optimizer learning the bends (default: the endpoints' own when their "
+                   "checkpoints record the same one — the optimizer-restricted path — else adamw)")
     p.add_argument("--lr", type=float, default=None, help="path-learning learning rate of the hidden matrices (default: 1e-3 adamw, 4e-3 muon)")
     p.add_argument("--aux-lr", type=float, default=None, help="path-learning learning rate of the other arrays (default: --lr)")
     p.add_argument("--path-batch-size", type=int, default=d.path_batch_size, help=f"training windows per path step (default: {d.path_batch_size})")
@@ -88,6 +89,9 @@ def cmd_paths(args: argparse.Namespace) -> int:
         raise UserError(f"corpus {data.name} has vocabulary {data.vocab_size} > the models' vocab_size {model_cfg.vocab_size}: "
                         "pass the corpus (or --tokenizer) they were trained on")
     ood_name, ood_tokens = lm_study.load_ood(args.ood_data, data, tokenizer=args.tokenizer, val_fraction=args.val_fraction)
+    if args.path_optimizer is None:
+        recorded = {_recorded_optimizer(args.ckpt_a), _recorded_optimizer(args.ckpt_b)}
+        args.path_optimizer = recorded.pop() if len(recorded) == 1 and None not in recorded else "adamw"
     d = lm_study.StudyConfig()
     lr = {args.path_optimizer: args.lr} if args.lr is not None else d.path_lr
     aux = {args.path_optimizer: args.aux_lr} if args.aux_lr is not None else {}
@@ -97,7 +101,7 @@ def cmd_paths(args: argparse.Namespace) -> int:
                               seed=args.seed, cross_path_optimizer=args.path_optimizer)
     if not args.quiet:
         print(f"measuring {', '.join(cfg.paths)} paths ({'raw and aligned' if args.align else 'raw'}) on {data.name}"
-              + (f" and {ood_name}" if ood_name else ""), file=sys.stderr)
+              + (f" and {ood_name}" if ood_name else "") + f", bends learned with {args.path_optimizer}", file=sys.stderr)
     rec = lm_study.measure_pair(theta_a, theta_b, model_cfg, data, cfg, path_optimizer=args.path_optimizer, ood_tokens=ood_tokens,
                                 context=args.context, plane=args.plane, ts_T=ts_T)
     ood_col = f"barrier_{ood_name}" if ood_name else "barrier_ood"
@@ -111,6 +115,7 @@ def cmd_paths(args: argparse.Namespace) -> int:
               f"{ood:>{max(14, len(ood_col) + 2)}}{ens['endpoints']:>15.4f}")
     if args.out:
         result = {"ckpt_a": args.ckpt_a, "ckpt_b": args.ckpt_b, "corpus": data.name, "ood_corpus": ood_name or None,
+                  "path_optimizer": args.path_optimizer,
                   "t": np.asarray(ts_T).tolist(), **rec}
         write_json_atomic(args.out, result)
         print(f"wrote {args.out}")
@@ -126,6 +131,20 @@ def cmd_study_gpt2(args: argparse.Namespace) -> int:
         print(f.read())
     print(f"{len(res['pairs'])} pairs; wrote {args.out}/results.json, tables/ ({', '.join(lm_plots.TABLES)}) and figures/")
     return 0
+
+
+def _recorded_optimizer(path: str) -> str | None:
+    """The optimizer a connect checkpoint's ``metadata.json`` records (the newest one under a run or seed
+    directory); ``None`` for a Hugging Face directory or when nothing is recorded."""
+    import glob
+    import json
+
+    found = [os.path.join(path, "metadata.json")] if os.path.isfile(os.path.join(path, "metadata.json")) else sorted(
+        glob.glob(os.path.join(path, "**", "step-*", "metadata.json"), recursive=True))
+    if not found:
+        return None
+    with open(found[-1]) as f:
+        return json.load(f).get("optimizer")
 
 
 def _parse_set(items: list[str]) -> dict:

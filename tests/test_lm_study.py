@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from connect import checkpoints, cli, corpus, lm_plots, lm_study, lm_training
+from connect import checkpoints, cli, corpus, lm_plots, lm_study, lm_training, study_commands
 from connect.errors import UserError
 from connect.models import gpt2
 
@@ -118,6 +118,8 @@ def test_endpoint_losses_and_spectra_match_the_checkpoints(study):
     np.testing.assert_allclose([aligned["curve"]["loss"][0], aligned["curve"]["loss"][-1]],
                                [raw_linear["curve"]["loss"][0], raw_linear["curve"]["loss"][-1]], rtol=1e-4)
     assert pair["alignment_report"][-1]["distance"] < pair["alignment_report"][0]["distance"]
+    # `connect paths` learns bends with the optimizer the endpoints' checkpoints record
+    assert [study_commands._recorded_optimizer(os.path.join(out, "train", o, "seed-1")) for o in ("adamw", "muon")] == ["adamw", "muon"]
     planes = [pl for p in res["pairs"] for pl in p["planes"]]
     assert len(planes) == 3 * 2 and all(np.asarray(pl["loss"]).shape == (3, 3) for pl in planes)
 
@@ -162,6 +164,7 @@ def test_connect_paths_prints_barriers_and_writes_json(ckpts, tmp_path, capsys):
     assert [ln.split()[:2] for ln in lines[1:3]] == [["linear", "raw"], ["linear", "aligned"]]  # learned paths: the study test
     res = json.loads(out.read_text())
     assert res["t"] == [0.0, 0.5, 1.0] and res["ood_corpus"] == lm_study.EMBEDDED_OOD
+    assert res["path_optimizer"] == "adamw"  # the checkpoints record no optimizer
     lin = res["paths"][0]["curve"]
     # independent: the midpoint of the line evaluated by lm_training.evaluate
     (a, cfg_a), (b, _) = lm_training.load(str(ckpts / "a")), lm_training.load(str(ckpts / "b"))
