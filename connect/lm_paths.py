@@ -283,18 +283,32 @@ def learn_path(theta_a, theta_b, kind: str, model_cfg: gpt2.GPT2Config, data, *,
     if n_free < 1:
         raise UserError(f"a learned {kind} path needs at least one free node, got n_free={n_free}")
     if isinstance(optimizer, str):
-        free0 = jax.eval_shape(lambda: paths.init_free(theta_a, theta_b, n_free))
-        optimizer = optimizers.make_lm(optimizer, free0, lr=lr, aux_lr=aux_lr, weight_decay=weight_decay)
+        optimizer = _path_optimizer(optimizer, model_cfg, n_free, lr, aux_lr, weight_decay)
     sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
 
     def batch_fn(k):
         xy = tuple(jnp.asarray(a) for a in corpus.batch(tokens, seed, k, batch_size, context))
         return xy if sharding is None else jax.device_put(xy, sharding)
 
-    loss_fn = lambda theta, xy: gpt2.loss(theta, *xy, model_cfg, compute_dtype=compute_dtype)
+    loss_fn = _batch_loss(model_cfg, jnp.dtype(compute_dtype).name)
     nodes_K, obj = paths.fit(kind, theta_a, theta_b, loss_fn, optimizer, jax.random.key(seed), n_free=n_free, steps=steps,
                              t_per_step=t_per_step, batch_fn=batch_fn, t_dist=t_dist)
     return nodes_K, np.asarray(obj)
+
+
+@functools.lru_cache(maxsize=16)
+def _path_optimizer(name: str, model_cfg: gpt2.GPT2Config, n_free: int, lr: float, aux_lr, weight_decay: float):
+    """:func:`connect.optimizers.make_lm` for the free nodes, one object per setting (so that
+    :func:`connect.paths.fit` reuses its compiled step across pairs)."""
+    free0 = jax.eval_shape(lambda: jax.tree.map(lambda x: jnp.zeros((n_free, *x.shape), x.dtype),
+                                                gpt2.init(jax.random.key(0), model_cfg)))
+    return optimizers.make_lm(name, free0, lr=lr, aux_lr=aux_lr, weight_decay=weight_decay)
+
+
+@functools.lru_cache(maxsize=16)
+def _batch_loss(model_cfg: gpt2.GPT2Config, dtype_name: str):
+    """``(θ, (x, y)) -> L``, one function object per model and precision."""
+    return lambda theta, xy: gpt2.loss(theta, *xy, model_cfg, compute_dtype=jnp.dtype(dtype_name))
 
 
 # --- spectra along a path ---------------------------------------------------------------------------

@@ -141,10 +141,33 @@ def fit(
     if batches is not None and batch_fn is not None:
         raise ValueError("pass batches or batch_fn, not both")
     sample_t = _t_sampler(t_dist)
-    # from the host (batch_fn) each eager op would compile per leaf shape: build the start in one program
-    init, start = (jax.jit(init_free, static_argnums=2), jax.jit(optimizer.init)) if batch_fn is not None else (init_free, optimizer.init)
-    free = init(theta_a, theta_b, n_free) if free is None else free
-    state = start(free)
+    if batch_fn is not None:  # from the host: one compiled program per setting, reused by later calls
+        init, start, step = _host_programs(kind, loss_fn, optimizer, t_per_step, t_dist if callable(t_dist) else tuple(t_dist))
+        free = init(theta_a, theta_b, n_free) if free is None else free
+        state = start(free)
+    else:
+        free = init_free(theta_a, theta_b, n_free) if free is None else free
+        state = optimizer.init(free)
+        step = _update_fn(kind, loss_fn, optimizer, t_per_step, sample_t)
+
+    keys = jax.random.split(key, steps)
+    if batch_fn is None:
+        def body(carry, xs):
+            key, batch = xs
+            free, state, val = step(*carry, key, batch, theta_a, theta_b)
+            return (free, state), val
+
+        (free, _), obj = jax.lax.scan(body, (free, state), (keys, batches))
+        return stack_nodes(theta_a, free, theta_b), obj
+    obj = []
+    for k in range(steps):
+        free, state, val = step(free, state, keys[k], batch_fn(k), theta_a, theta_b)
+        obj.append(val)
+    return jax.jit(stack_nodes)(theta_a, free, theta_b), jnp.stack(obj) if obj else jnp.zeros((0,), jnp.float32)
+
+
+def _update_fn(kind, loss_fn: Callable, optimizer: optax.GradientTransformation, t_per_step: int, sample_t: Callable):
+    """One optimizer step on the free nodes, ``(free, state, key, batch, θ_A, θ_B) -> (free, state, objective)``."""
 
     def update(free, state, key, batch, theta_a, theta_b):
         def objective(free):
@@ -157,21 +180,16 @@ def fit(
         updates, state = optimizer.update(grads, state, free)
         return optax.apply_updates(free, updates), state, val
 
-    keys = jax.random.split(key, steps)
-    if batch_fn is None:
-        def body(carry, xs):
-            key, batch = xs
-            free, state, val = update(*carry, key, batch, theta_a, theta_b)
-            return (free, state), val
+    return update
 
-        (free, _), obj = jax.lax.scan(body, (free, state), (keys, batches))
-        return stack_nodes(theta_a, free, theta_b), obj
-    step = jax.jit(update)
-    obj = []
-    for k in range(steps):
-        free, state, val = step(free, state, keys[k], batch_fn(k), theta_a, theta_b)
-        obj.append(val)
-    return jax.jit(stack_nodes)(theta_a, free, theta_b), jnp.stack(obj) if obj else jnp.zeros((0,), jnp.float32)
+
+@functools.lru_cache(maxsize=32)
+def _host_programs(kind, loss_fn: Callable, optimizer: optax.GradientTransformation, t_per_step: int, t_dist):
+    """The jitted start (:func:`init_free`, ``optimizer.init``) and step of :func:`fit`'s ``batch_fn``
+    mode, cached on the setting so that fitting many paths with the same loss and optimizer objects
+    compiles once (from the host, eager ops would also compile per leaf shape)."""
+    step = _update_fn(kind, loss_fn, optimizer, t_per_step, _t_sampler(t_dist))
+    return jax.jit(init_free, static_argnums=2), jax.jit(optimizer.init), jax.jit(step)
 
 
 def _t_sampler(t_dist) -> Callable:
