@@ -470,7 +470,7 @@ def _colors(methods) -> dict:
 def _plot_pareto(out: str, rows: list[dict]) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from connect.plots import _save
+    from connect.plots import save_figure
 
     pre_opts = sorted({r["pretraining_optimizer"] for r in rows})
     methods = sorted({r["method"] for r in rows})
@@ -497,13 +497,13 @@ def _plot_pareto(out: str, rows: list[dict]) -> list[str]:
             ax.legend(fontsize=7)
     fig.suptitle("learning vs forgetting: Pareto front of each finetuning method (means over seeds)")
     fig.tight_layout()
-    return _save(fig, out, "pareto")
+    return save_figure(fig, out, "pareto")
 
 
 def _plot_curves(out: str, points: list[dict]) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from connect.plots import _save
+    from connect.plots import save_figure
 
     pre_opts = sorted({p["pretraining_optimizer"] for p in points})
     methods = sorted({p["method"] for p in points})
@@ -523,13 +523,13 @@ def _plot_curves(out: str, points: list[dict]) -> list[str]:
         ax.set_ylabel("held-out task loss")
         ax.set_title(f"pretrained with {pre}")
         ax.legend(fontsize=7)
-    return _save(fig, out, "learning_curves")
+    return save_figure(fig, out, "learning_curves")
 
 
 def _plot_delta_w(out: str, points: list[dict]) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from connect.plots import _save
+    from connect.plots import save_figure
 
     pre_opts = sorted({p["pretraining_optimizer"] for p in points})
     methods = sorted({p["method"] for p in points})
@@ -547,13 +547,13 @@ def _plot_delta_w(out: str, points: list[dict]) -> list[str]:
         ax.set_xticks(np.arange(len(methods)) + width * (len(pre_opts) - 1) / 2, methods, rotation=30)
         ax.set_title(f"ΔW {stat.replace('_', ' ')} (mean over matrices, layers, lrs)", fontsize=9)
         ax.legend(fontsize=7)
-    return _save(fig, out, "delta_w")
+    return save_figure(fig, out, "delta_w")
 
 
 def _plot_sizes(out: str, rows: list[dict]) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from connect.plots import _save
+    from connect.plots import save_figure
 
     task_names = sorted({r["task"] for r in rows})
     fig, axes = plt.subplots(1, len(task_names), figsize=(4.2 * len(task_names), 3.5), squeeze=False)
@@ -575,7 +575,7 @@ def _plot_sizes(out: str, rows: list[dict]) -> list[str]:
         ax.set_title(task)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out, "data_sizes")
+    return save_figure(fig, out, "data_sizes")
 
 
 # --- plumbing -------------------------------------------------------------------------------------

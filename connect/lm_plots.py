@@ -30,7 +30,7 @@ from connect import barrier
 from connect.errors import UserError
 from connect.io import write_json_atomic, write_text_atomic
 from connect.lm_study import STRIP_TS
-from connect.plots import _ordered, _save
+from connect.plots import ordered, save_figure
 
 FIGURES = ("loss_along_t", "spectral_strip", "spectral_summary", "planes", "ood_barriers")
 TABLES = ("barriers", "ensembles")
@@ -66,9 +66,9 @@ def _mean_std(values) -> tuple[float, float]:
 
 def _groups(rows: list[dict]):
     """``(alignment, pair type, path kind, rows)`` in first-seen order."""
-    for al in _ordered(r["alignment"] for r in rows):
-        for pt in _ordered(r["pair_type"] for r in rows):
-            for kind in _ordered(r["path"] for r in rows):
+    for al in ordered(r["alignment"] for r in rows):
+        for pt in ordered(r["pair_type"] for r in rows):
+            for kind in ordered(r["path"] for r in rows):
                 sel = [r for r in rows if (r["alignment"], r["pair_type"], r["path"]) == (al, pt, kind)]
                 if sel:
                     yield al, pt, kind, sel
@@ -87,7 +87,7 @@ def barrier_table(rows: list[dict], res: dict, out: str) -> list[str]:
     if res.get("ood_corpus"):
         sets.append((res["ood_corpus"] + " (OOD)", lambda r: r["curve"]["ood"]["barrier"]))
     entries, lines = [], ["# Barriers max_t [L(t) − ((1−t)L(0) + tL(1))] (nats), mean ± std over pairs", ""]
-    for al in _ordered(r["alignment"] for r in rows):
+    for al in ordered(r["alignment"] for r in rows):
         lines += [f"## {al}", "", "| pair type | path | pairs | " + " | ".join(s for s, _ in sets) + " |",
                   "|---|---|---|" + "---|" * len(sets)]
         for al_, pt, kind, sel in _groups(rows):
@@ -135,7 +135,7 @@ def _band(ax, t, curves, label, ls="-", color=None):
 
 
 def loss_along_t(rows: list[dict], out: str) -> list[str]:
-    types, kinds = _ordered(r["pair_type"] for r in rows), _ordered(r["path"] for r in rows)
+    types, kinds = ordered(r["pair_type"] for r in rows), ordered(r["path"] for r in rows)
     fig, axes = plt.subplots(len(kinds), len(types), figsize=(4.2 * len(types), 3.2 * len(kinds)), squeeze=False, sharey=True)
     fig.subplots_adjust(hspace=0.5, wspace=0.3)  # no constrained layout: it triples the drawing time
     for i, kind in enumerate(kinds):
@@ -152,7 +152,7 @@ def loss_along_t(rows: list[dict], out: str) -> list[str]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.suptitle("Val loss along the path, raw vs aligned (mean ± std over pairs)")
-    return _save(fig, out, "loss_along_t")
+    return save_figure(fig, out, "loss_along_t")
 
 
 def _strip_rows(rows: list[dict]) -> list[dict]:
@@ -196,18 +196,18 @@ def spectral_strip(rows: list[dict], res: dict, out: str) -> list[str]:
         ax.set_ylabel("val loss", fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(f"Singular values of {res['spectra_matrix']} along the path (stable rank, condition number σ₁/σ₅%)")
-    return _save(fig, out, "spectral_strip")
+    return save_figure(fig, out, "spectral_strip")
 
 
 def spectral_summary(rows: list[dict], out: str) -> list[str]:
-    combos = _ordered((r["path"], r["alignment"]) for r in rows)
+    combos = ordered((r["path"], r["alignment"]) for r in rows)
     stats = ("stable_rank", "condition_number")
     fig, axes = plt.subplots(len(combos), 2, figsize=(9, 3.0 * len(combos)), squeeze=False)
     fig.subplots_adjust(hspace=0.5, wspace=0.3)  # no constrained layout: it triples the drawing time
     for i, (kind, al) in enumerate(combos):
         for j, stat in enumerate(stats):
             ax = axes[i][j]
-            for pt in _ordered(r["pair_type"] for r in rows):
+            for pt in ordered(r["pair_type"] for r in rows):
                 sel = [r for r in rows if (r["path"], r["alignment"], r["pair_type"]) == (kind, al, pt)]
                 if sel:
                     _band(ax, sel[0]["spectra"]["t"], [r["spectra"]["median"][stat] for r in sel], pt)
@@ -219,15 +219,15 @@ def spectral_summary(rows: list[dict], out: str) -> list[str]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.suptitle("Spectra along the path: median over matrices (mean ± std over pairs)")
-    return _save(fig, out, "spectral_summary")
+    return save_figure(fig, out, "spectral_summary")
 
 
 def plane_plots(res: dict, out: str) -> list[str]:
     items = [(p["key"], pl) for p in res["pairs"] for pl in p.get("planes", [])]
     if not items:
         return []
-    keys = _ordered(k for k, _ in items)
-    aligns = _ordered(pl["alignment"] for _, pl in items)
+    keys = ordered(k for k, _ in items)
+    aligns = ordered(pl["alignment"] for _, pl in items)
     fig, axes = plt.subplots(len(keys), len(aligns), figsize=(4.6 * len(aligns), 3.8 * len(keys)), squeeze=False)
     fig.subplots_adjust(hspace=0.5, wspace=0.45)  # no constrained layout: it triples the drawing time
     for i, key in enumerate(keys):
@@ -249,19 +249,19 @@ def plane_plots(res: dict, out: str) -> list[str]:
             ax.set_xlabel("u (along B − A)")
             ax.set_ylabel("v")
     fig.suptitle("Loss on the plane through A, B and the learned bend")
-    return _save(fig, out, "planes")
+    return save_figure(fig, out, "planes")
 
 
 def ood_barriers(rows: list[dict], res: dict, out: str) -> list[str]:
     if not res.get("ood_corpus"):
         return []
-    kinds, aligns = _ordered(r["path"] for r in rows), _ordered(r["alignment"] for r in rows)
+    kinds, aligns = ordered(r["path"] for r in rows), ordered(r["alignment"] for r in rows)
     fig, axes = plt.subplots(len(aligns), len(kinds), figsize=(4.4 * len(kinds), 3.3 * len(aligns)), squeeze=False, sharey=True)
     fig.subplots_adjust(hspace=0.5, wspace=0.3)  # no constrained layout: it triples the drawing time
     for i, al in enumerate(aligns):
         for j, kind in enumerate(kinds):
             ax = axes[i][j]
-            for c, pt in enumerate(_ordered(r["pair_type"] for r in rows)):
+            for c, pt in enumerate(ordered(r["pair_type"] for r in rows)):
                 sel = [r for r in rows if (r["alignment"], r["path"], r["pair_type"]) == (al, kind, pt)]
                 if not sel:
                     continue
@@ -275,7 +275,7 @@ def ood_barriers(rows: list[dict], res: dict, out: str) -> list[str]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6)
     fig.suptitle(f"Barrier curves: {res['corpus']} val (solid) vs {res['ood_corpus']} (dashed, out of distribution)")
-    return _save(fig, out, "ood_barriers")
+    return save_figure(fig, out, "ood_barriers")
 
 
 def _above_chord(curve: dict) -> np.ndarray:

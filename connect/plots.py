@@ -30,21 +30,23 @@ def load_results(run_dir: str) -> list[dict]:
         return json.load(f)
 
 
-def _save(fig, run_dir: str, name: str) -> list[str]:
-    out = os.path.join(run_dir, "figures")
+def save_figure(fig, run_dir: str, name: str, subdir: str = "figures", dpi: int = 130) -> list[str]:
+    """Write ``fig`` as ``run_dir/subdir/name.{png,pdf}`` (each atomically) and close it; the paths."""
+    out = os.path.join(run_dir, subdir)
     os.makedirs(out, exist_ok=True)
     written = []
     for ext in ("png", "pdf"):
         final = os.path.join(out, f"{name}.{ext}")
         tmp = os.path.join(out, f".tmp-{name}.{ext}")
-        fig.savefig(tmp, dpi=130, bbox_inches="tight", format=ext)
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext)
         os.replace(tmp, final)
         written.append(final)
     plt.close(fig)
     return written
 
 
-def _ordered(values):
+def ordered(values):
+    """The distinct values in first-seen order."""
     return list(dict.fromkeys(values))
 
 
@@ -64,8 +66,8 @@ def plot_run(run_dir: str, width: int | None = None, metric: str = "barrier_trai
 
 
 def barrier_vs_width(rows: list[dict], run_dir: str, metric: str = "barrier_train") -> list[str]:
-    kinds, aligns = _ordered(r["path"] for r in rows), _ordered(r["alignment"] for r in rows)
-    types = _ordered(r["pair_type"] for r in rows)
+    kinds, aligns = ordered(r["path"] for r in rows), ordered(r["alignment"] for r in rows)
+    types = ordered(r["pair_type"] for r in rows)
     fig, axes = plt.subplots(len(aligns), len(kinds), figsize=(4.2 * len(kinds), 3.3 * len(aligns)), squeeze=False, sharey=True, layout="constrained")
     for i, al in enumerate(aligns):
         for j, kind in enumerate(kinds):
@@ -87,19 +89,19 @@ def barrier_vs_width(rows: list[dict], run_dir: str, metric: str = "barrier_trai
             ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, title="pair type", title_fontsize=7)
     fig.suptitle("Barrier vs width (mean ± std over pairs; dashed: cross-optimizer)")
-    return _save(fig, run_dir, "barrier_vs_width")
+    return save_figure(fig, run_dir, "barrier_vs_width")
 
 
 def loss_along_t(rows: list[dict], run_dir: str, width: int, split: str = "train") -> list[str]:
     sel = [r for r in rows if r["width"] == width]
     if not sel:
         raise UserError(f"no results at width {width}: choose one of {sorted({r['width'] for r in rows})}")
-    kinds, aligns = _ordered(r["path"] for r in sel), _ordered(r["alignment"] for r in sel)
+    kinds, aligns = ordered(r["path"] for r in sel), ordered(r["alignment"] for r in sel)
     fig, axes = plt.subplots(len(aligns), len(kinds), figsize=(4.2 * len(kinds), 3.3 * len(aligns)), squeeze=False, sharey=True, layout="constrained")
     for i, al in enumerate(aligns):
         for j, kind in enumerate(kinds):
             ax = axes[i][j]
-            for pt in _ordered(r["pair_type"] for r in sel):
+            for pt in ordered(r["pair_type"] for r in sel):
                 group = [r for r in sel if r["alignment"] == al and r["path"] == kind and r["pair_type"] == pt]
                 t = np.asarray(group[0]["curves"]["t"])
                 losses = np.array([r["curves"][f"loss_{split}"] for r in group])
@@ -112,14 +114,14 @@ def loss_along_t(rows: list[dict], run_dir: str, width: int, split: str = "train
                 ax.set_ylabel(f"{split} loss")
             ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
-    return _save(fig, run_dir, "loss_along_t")
+    return save_figure(fig, run_dir, "loss_along_t")
 
 
 def _example_pairs(rows: list[dict], width: int) -> list[dict]:
     """One same-optimizer and one cross-optimizer row at ``width``: aligned, on the most
     learned path kind available (polychain > bezier > linear)."""
     sel = [r for r in rows if r["width"] == width]
-    kinds = _ordered(r["path"] for r in sel)
+    kinds = ordered(r["path"] for r in sel)
     kind = next(k for k in ("polychain", "bezier", "linear") if k in kinds)
     chosen = []
     for same in (True, False):
@@ -146,7 +148,7 @@ def spectrum_along_path(chosen: list[dict], run_dir: str, width: int) -> list[st
         ax.set_title(_label(r), fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(f"First-layer spectrum along the path, m={width}")
-    return _save(fig, run_dir, "spectrum_along_path")
+    return save_figure(fig, run_dir, "spectrum_along_path")
 
 
 def constraint_norms(chosen: list[dict], run_dir: str, width: int) -> list[str]:
@@ -162,4 +164,4 @@ def constraint_norms(chosen: list[dict], run_dir: str, width: int) -> list[str]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"Constraint norms along the path, m={width}")
-    return _save(fig, run_dir, "constraint_norms")
+    return save_figure(fig, run_dir, "constraint_norms")

@@ -6,8 +6,6 @@ output directory and writes ``NAME.png`` and ``NAME.pdf``; it returns the two pa
 
 from __future__ import annotations
 
-import os
-
 import matplotlib
 import matplotlib.ticker
 
@@ -15,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from connect.plots import save_figure  # noqa: E402
 from theory import certificate as ce  # noqa: E402
 
 _REGION_STYLE = {"box": ("tab:blue", "o", "box (AdamW, λ_A)"), "muon_full": ("tab:red", "s", "Muon-full (λ_M)"),
@@ -24,12 +23,7 @@ _OPT_STYLE = {"adamw": ("tab:blue", "AdamW"), "muon": ("tab:orange", "Muon (Newt
 
 
 def _save(fig, out_dir: str, name: str) -> list[str]:
-    os.makedirs(out_dir, exist_ok=True)
-    paths = [os.path.join(out_dir, f"{name}.{ext}") for ext in ("png", "pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_dir, name, subdir="", dpi=150)
 
 
 def _deg(phi):

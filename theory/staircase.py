@@ -49,6 +49,7 @@ from connect import optimizers as optim
 from connect.errors import UserError
 from connect.io import write_json_atomic
 from connect.models import relu
+from connect.plots import save_figure
 from theory import connectivity, convex
 from theory import patterns as pat
 
@@ -262,12 +263,7 @@ def staircase_figure(result: StaircaseResult, out_dir: str, name: str = "stairca
         ax.legend(fontsize=7)
     fig.text(0.5, -0.02, f"n = {len(result.y_N)}, d = {result.x_NxD.shape[1]}, seeds {list(result.seeds)}, "
              f"{result.steps} steps; values below {FLOOR:g} drawn at {FLOOR:g}", ha="center", fontsize=8)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = [os.path.join(out_dir, f"{name}.{ext}") for ext in ("png", "pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_dir, name, subdir="", dpi=150)
 
 
 def staircase_figure_default(out_dir: str) -> list[str]:
