@@ -2,8 +2,9 @@
 
 The public surface: models (two-layer ReLU, GPT-2), data and corpora, optimizers and
 schedules, training (width sweep, language models), checkpoints and Hugging Face
-interchange, paths, alignment, barriers, spectra, constraint sets, finetuning (LoRA, tasks),
-plots.
+interchange, paths (GPT-2 paths, planes, the connectivity study), alignment, barriers,
+spectra, constraint sets, finetuning (LoRA, tasks). The figure modules (``connect.plots``,
+``connect.lm_plots``) import matplotlib and are imported on use.
 """
 
 from connect import (
@@ -17,7 +18,6 @@ from connect import (
     finetune,
     huggingface,
     lm_paths,
-    lm_plots,
     lm_study,
     lm_training,
     lora,
@@ -49,7 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConstraintSet", "DataConfig", "Dataset", "PathSettings", "TrainLMConfig", "UserError", "WidthSweepConfig",
     "align", "alignment", "barrier", "barrier_height", "batching", "config", "constraints", "corpus", "data",
-    "finetune", "gpt2", "huggingface", "lm_paths", "lm_plots", "lm_study", "lm_training", "load_checkpoint", "lora", "losses", "max_barrier", "measure",
+    "finetune", "gpt2", "huggingface", "lm_paths", "lm_study", "lm_training", "load_checkpoint", "lora", "losses", "max_barrier", "measure",
     "measure_pairs", "optimizers", "paths", "planes", "relu", "save_checkpoint", "schedules", "spectra", "spectrum", "sweep",
     "tasks", "training",
 ]
