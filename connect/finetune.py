@@ -50,7 +50,7 @@ from tqdm import tqdm
 from connect import barrier, config, corpus, lm_training, lora, optimizers, paths, schedules, spectra, tasks
 from connect.config import _f
 from connect.errors import UserError
-from connect.io import write_json_atomic
+from connect.io import claim_directory, write_json_atomic
 from connect.models import gpt2
 
 #: Fields of :class:`FinetuneConfig` that do not change a point's numbers (a rerun may change them).
@@ -767,14 +767,6 @@ def _is_done(path: str) -> bool:
 
 
 def _claim_out(out: str, cfg: FinetuneConfig) -> None:
-    """Write ``config.json``, or check that the settings every point depends on match the stored ones."""
-    path = os.path.join(out, "config.json")
-    want = json.loads(json.dumps(cfg.to_dict()))
-    if os.path.isfile(path):
-        with open(path) as f:
-            stored = json.load(f)
-        for key, val in want.items():
-            if key not in _GRID_FIELDS and stored.get(key) != val:
-                raise UserError(f"run directory {out} was started with {key} = {stored.get(key)!r}, not {val!r}: "
-                                f"rerun with the same {key} to resume, or pass a new --out")
-    write_json_atomic(path, want)
+    """Write ``config.json``, or check that the settings every point depends on match the stored ones
+    (the grid of points may grow: its fields are stored anew)."""
+    claim_directory(out, cfg.to_dict(), ignore=_GRID_FIELDS, rewrite=True)

@@ -44,7 +44,7 @@ from connect import barrier, config, corpus, lm_paths, lm_training, paths, plane
 from connect.alignment import gpt2 as align_gpt2
 from connect.config import TrainLMConfig
 from connect.errors import UserError
-from connect.io import write_json_atomic
+from connect.io import claim_directory, write_json_atomic
 from connect.models import gpt2
 
 if sys.version_info >= (3, 11):
@@ -323,20 +323,9 @@ def run(cfg: StudyConfig, out: str, *, progress: bool = True) -> dict:
 
 
 def _claim(out: str, cfg: StudyConfig) -> None:
-    """Write ``OUT/study.json`` or check that the stored one equals ``cfg`` (a resumed study measures the same)."""
-    path = os.path.join(out, "study.json")
-    want = json.loads(json.dumps(cfg.to_dict()))
-    if os.path.isfile(path):
-        with open(path) as f:
-            stored = json.load(f)
-        for key, val in want.items():
-            if stored.get(key) != val:
-                raise UserError(f"study directory {out} was started with {key} = {stored.get(key)!r}, not {val!r}: "
-                                "rerun with the same config to resume, or pass a new --out")
-        return
-    if os.path.isdir(out) and set(os.listdir(out)) - {"train"}:  # OUT/train alone: seeds trained before, reused
-        raise UserError(f"study directory {out} exists and is not a connect study: pass an empty or new --out")
-    write_json_atomic(path, want)
+    """Write ``OUT/study.json`` or check that the stored one equals ``cfg`` (a resumed study measures the
+    same); ``OUT/train`` alone (seeds trained before) is reused."""
+    claim_directory(out, cfg.to_dict(), filename="study.json", allowed=("train",))
 
 
 def _merge(base: dict, over: dict) -> dict:

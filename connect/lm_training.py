@@ -44,7 +44,7 @@ from tqdm import tqdm
 from connect import batching, checkpoints, corpus, optimizers, schedules
 from connect.config import TrainLMConfig
 from connect.errors import UserError
-from connect.io import write_json_atomic, write_text_atomic
+from connect.io import claim_directory, write_text_atomic
 from connect.models import gpt2
 
 #: Dense bf16 peak FLOP/s per device, by a substring of ``device.device_kind`` (vendor data sheets, without sparsity).
@@ -367,23 +367,8 @@ def _truncate_metrics(path: str, step: int) -> None:
 
 
 def _claim_out(out: str, cfg: TrainLMConfig, resolved: dict) -> None:
-    """Write ``config.json``, or check that the stored one matches ``cfg`` field by field."""
-    path = os.path.join(out, "config.json")
-    want = json.loads(json.dumps(cfg.to_dict()))
-    if os.path.isfile(path):
-        try:
-            with open(path) as f:
-                stored = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"{path} is unreadable ({e}): pass a new --out") from None
-        for key, val in want.items():
-            if stored.get(key) != val:
-                raise UserError(f"run directory {out} was started with {key} = {stored.get(key)!r}, not {val!r}: "
-                                f"rerun with the same {key} to resume, or pass a new --out")
-        return
-    if os.path.isdir(out) and os.listdir(out):
-        raise UserError(f"run directory {out} exists and is not a connect train-lm run: pass an empty or new --out")
-    write_json_atomic(path, {**want, "resolved": resolved})
+    """Write ``config.json`` (with the ``resolved`` facts), or check that the stored one matches ``cfg``."""
+    claim_directory(out, cfg.to_dict(), allowed=(), extra={"resolved": resolved})
 
 
 def _summary(out: str, cfg: TrainLMConfig, data: corpus.Corpus, n_dev: int, last: dict) -> dict:
