@@ -262,7 +262,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_over_eight_devices_equals_unsharded():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
            "OPENBLAS_NUM_THREADS": "1", "CONNECT_JAX_CACHE": ""}
     root = os.path.join(os.path.dirname(__file__), "..")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True, text=True, timeout=600)

@@ -47,7 +47,7 @@ def _text_dir(tmp_path):
 
 
 def test_eight_device_data_parallel_run_equals_one_device_run(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
            "OPENBLAS_NUM_THREADS": "1", "CONNECT_JAX_CACHE": ""}
     root = os.path.join(os.path.dirname(__file__), "..")
     proc = subprocess.run([sys.executable, "-c", SCRIPT, _text_dir(tmp_path), str(tmp_path)], env=env, cwd=root,
