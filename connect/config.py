@@ -234,15 +234,20 @@ def from_dict(values: dict[str, Any], source: str = "config", base=None, cls: ty
     return cfg
 
 
-def load_toml(path: str, cls: type = WidthSweepConfig) -> dict:
-    """The options of a TOML config file (top level, or under the ``[cls.TABLE]`` table, e.g. ``[width_sweep]``)."""
+def read_toml(path: str, example: str) -> dict:
+    """The parsed TOML file ``path``; a missing file (the hint names ``example``) or invalid TOML is a UserError."""
     if not os.path.isfile(path):
-        raise UserError(f"config file {path} not found: pass a TOML file such as {cls.EXAMPLE}")
+        raise UserError(f"config file {path} not found: pass a TOML file such as {example}")
     try:
         with open(path, "rb") as f:
-            doc = tomllib.load(f)
+            return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"config file {path} is not valid TOML ({e})") from None
+
+
+def load_toml(path: str, cls: type = WidthSweepConfig) -> dict:
+    """The options of a TOML config file (top level, or under the ``[cls.TABLE]`` table, e.g. ``[width_sweep]``)."""
+    doc = read_toml(path, cls.EXAMPLE)
     doc = doc.get(cls.TABLE, doc)
     dict_fields = {f.name for f in dataclasses.fields(cls) if isinstance(getattr(cls(), f.name), dict)}
     return {k: v for k, v in doc.items() if not isinstance(v, dict) or k in dict_fields}

@@ -142,15 +142,7 @@ class FinetuneConfig:
 def load_config(path: str, table: str = "finetune", **overrides) -> FinetuneConfig:
     """The :class:`FinetuneConfig` of table ``table`` of TOML file ``path`` (e.g. ``tiny`` in
     ``experiments/finetune_consistency.toml``), with fields ``overrides`` on top."""
-    import tomllib
-
-    if not os.path.isfile(path):
-        raise UserError(f"config file {path} not found: pass a TOML file such as experiments/finetune_consistency.toml")
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"config file {path} is not valid TOML ({e})") from None
+    doc = config.read_toml(path, FinetuneConfig.EXAMPLE)
     if table not in doc:
         raise UserError(f"config file {path} has no [{table}] table: use one of {', '.join(doc) or '(none)'}")
     return config.from_dict({**doc[table], **overrides}, source=f"{path} [{table}]", cls=FinetuneConfig)

@@ -47,11 +47,6 @@ from connect.errors import UserError
 from connect.io import claim_directory, write_json_atomic
 from connect.models import gpt2
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 #: t at which the spectral strip shows histograms (the study's figure).
 STRIP_TS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 #: Name of the embedded out-of-distribution corpus (see the module docstring).
@@ -137,13 +132,7 @@ def load_config(path: str, *, tiny: bool = False, overrides: dict[str, Any] | No
     """The study config of TOML file ``path``: its ``[gpt2_study]`` table (with ``[gpt2_study.train]`` and
     ``[gpt2_study.train_by.OPT]``), updated by the ``[tiny]`` table when ``tiny``, then by ``overrides``
     (dotted keys, e.g. ``{"train.steps": 5}``); validated."""
-    if not os.path.isfile(path):
-        raise UserError(f"config file {path} not found: pass a TOML file such as {StudyConfig.EXAMPLE}")
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"config file {path} is not valid TOML ({e})") from None
+    doc = config.read_toml(path, StudyConfig.EXAMPLE)
     values = dict(doc.get(StudyConfig.TABLE, {}))
     if tiny:
         if "tiny" not in doc:
