@@ -149,7 +149,7 @@ def _recorded_optimizer(path: str) -> str | None:
 
 def _parse_set(items: list[str]) -> dict:
     """``["seeds=2", "train.steps=50"]`` → ``{"seeds": 2, "train.steps": 50}``, values read as TOML (bare words as strings)."""
-    import tomllib
+    from connect.config import tomllib  # tomli on Python 3.10
 
     out = {}
     for item in items:
