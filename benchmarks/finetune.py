@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Finetuning steps per second, full finetuning vs LoRA (:mod:`connect.finetune`, :mod:`connect.lora`).
+"""Finetuning steps per second, full finetuning vs LoRA (:mod:`connect.studies.finetune.run`, :mod:`connect.lm.lora`).
 
-Per model config and method, the jitted step of :func:`connect.finetune.trainer` on random task batches
+Per model config and method, the jitted step of :func:`connect.studies.finetune.run.trainer` on random task batches
 (``batch_size`` examples of ``context`` tokens), float32: the first step (compile) is timed apart,
 then ``--steps`` steps, best of ``--repeats``; ``steps_per_s`` and ``tokens_per_s`` count the whole
-batch's tokens. LoRA forms ``W + (α/r)AB`` densely (:func:`connect.lora.apply_lora`), so it saves
+batch's tokens. LoRA forms ``W + (α/r)AB`` densely (:func:`connect.lm.lora.apply_lora`), so it saves
 optimizer state and update work, not matmul FLOPs. Prints a markdown table and writes JSON to ``--out`` (default
 ``benchmarks/results/finetune_<platform>.json``)::
 
@@ -24,18 +24,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from connect import finetune, lora
+from connect.lm import lora
 from connect.models import gpt2
+from connect.studies.finetune import run as finetune
+from connect.studies.finetune.config import FinetuneConfig, method_optimizer
 
 
 def _one(model: str, method: str, args) -> dict:
     model_cfg = gpt2.config(model)
     params = jax.jit(gpt2.init, static_argnums=1)(jax.random.key(0), model_cfg)
     m = finetune.Pretrained(model, "", params, model_cfg, "adamw")
-    cfg = finetune.FinetuneConfig(pretrained=["-"], batch_size=args.batch_size, context=args.context,
-                                  lora_rank=args.lora_rank, lora_alpha=2.0 * args.lora_rank)
+    cfg = FinetuneConfig(pretrained=["-"], batch_size=args.batch_size, context=args.context,
+                         lora_rank=args.lora_rank, lora_alpha=2.0 * args.lora_rank)
     theta, opt_state, step = finetune.trainer(m, method, cfg)
-    base = params if finetune.method_optimizer(method)[1] else None
+    base = params if method_optimizer(method)[1] else None
     rng = np.random.default_rng(0)
     x_BxT = rng.integers(0, min(256, model_cfg.vocab_size), (args.batch_size, args.context)).astype(np.int32)
     y_BxT = np.roll(x_BxT, -1, axis=1)

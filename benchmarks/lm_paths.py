@@ -7,14 +7,14 @@ Endpoints and the bend of a one-bend polygonal chain are three independent inits
 windows of ``--context`` uniform random token ids. Rows of the loss evaluation at the 11 points
 t = 0, 0.1, …, 1 (all on one device):
 
-- ``vmap``    :func:`connect.lm_paths.path_losses` with ``t_chunk = 11``: the 11 points built once, then each
+- ``vmap``    :func:`connect.lm.paths.path_losses` with ``t_chunk = 11``: the 11 points built once, then each
   data batch evaluated at all of them in one vmapped program (the default on accelerators);
 - ``chunk1``  the same with ``t_chunk = 1``: one point at a time through the same code (the CPU default);
 - ``loop``  one point at a time: a Python loop over t building ``θ(t)`` (jitted :func:`connect.paths.point`)
-  and calling :func:`connect.lm_training.evaluate` on it — what a user without ``lm_paths`` writes.
+  and calling :func:`connect.lm.training.evaluate` on it — what a user without ``lm_paths`` writes.
 
 Reported: point-tokens/s = 11 × tokens / time, and ``max|Δloss|`` against ``loop``. Spectra rows:
-:func:`connect.lm_paths.spectra_along_path` of every named matrix at the 11 points with ``lax.map``
+:func:`connect.lm.paths.spectra_along_path` of every named matrix at the 11 points with ``lax.map``
 and with ``vmap`` over t (accelerators only; SVDs of all q, k, v, attention and MLP matrices, embeddings and head).
 Timing as ``width_sweep.py`` (:func:`width_sweep.timed_group`): one warm-up call per row (``compile_s``
 = its time minus the best), then interleaved rounds; the best call is reported.
@@ -43,7 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from connect import barrier, lm_paths, lm_training, paths
+from connect import barrier, paths
+from connect.lm import paths as lm_paths
+from connect.lm import training as lm_training
 from connect.models import gpt2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,7 +80,7 @@ def bench_spectra(cfg, nodes, ts, timing) -> list[dict]:
     strategies = ("map",) if jax.default_backend() == "cpu" else ("map", "vmap")  # on CPU spectra_along_path always maps
     fns = {s: (lambda s=s: lm_paths.spectra_along_path("polychain", nodes, cfg, ts, strategy=s)["median"]) for s in strategies}
     outs, timings = timed_group(fns, *timing)
-    n_mat = len(lm_paths.matrix_names(cfg))
+    n_mat = len(gpt2.matrix_names(cfg))
     return [{"row": f"spectra_{s}", "t_points": len(ts), "matrices": n_mat, **t, "matrix_svds_per_s": n_mat * len(ts) / t["best_s"],
              "median_stable_rank": np.asarray(outs[s]["stable_rank"]).tolist(),
              "max_abs_diff_vs_map": max_abs_diff(outs[s], outs["map"])} for s, t in timings.items()]

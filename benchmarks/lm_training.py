@@ -2,7 +2,7 @@
 """GPT-2 training throughput: tokens/s, achieved FLOP/s and MFU of the training step, in one process.
 
 The step timed is the library's own: ``jax.jit(lm_training.make_step(model, optimizer, dtype),
-donate_argnums=(0, 1))`` with ``lm_training.make_optimizer`` of a :class:`connect.config.TrainLMConfig`
+donate_argnums=(0, 1))`` with ``lm_training.make_optimizer`` of a :class:`connect.TrainLMConfig`
 (AdamW by default, cosine schedule, clipping, decay), on one device, exactly as ``connect train-lm``
 compiles it. Rows (batch ``B`` sequences of ``T`` tokens per seed and step):
 
@@ -18,8 +18,8 @@ asynchronously, blocked on at the end). Timing as in ``width_sweep.py`` (:func:`
 one warm-up call per row (``compile_s`` = its time minus the best), then interleaved rounds, so that load from
 other processes hits every row alike; the best call is reported, the median and all times are in the JSON.
 
-Reported per row: tokens/s = ``S·B·T·k / t``; achieved FLOP/s = tokens/s × ``lm_training.flops_per_token``
-(``6N + 12·L·T·D``, PaLM appendix B); MFU = achieved / peak, with the peak of ``lm_training.peak_flops``
+Reported per row: tokens/s = ``S·B·T·k / t``; achieved FLOP/s = tokens/s × ``flops.flops_per_token``
+(``6N + 12·L·T·D``, PaLM appendix B); MFU = achieved / peak, with the peak of ``flops.peak_flops``
 (dense bf16 of H100/H200/A100) or ``--peak-flops``; and, on every platform, achieved / the best FLOP/s of a
 dense ``n×n`` matmul in the compute dtype measured in the same process (``of_matmul``: a practical ceiling).
 Checks: ``max|Δloss|`` of the vmapped seeds against the loop (same init keys, same batches, same number of
@@ -50,7 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from connect import config, lm_training
+from connect.lm import flops
+from connect.lm import training as lm_training
+from connect.lm.config import TrainLMConfig
 from connect.models import gpt2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,7 +69,7 @@ def _dtype(name: str):
     return jnp.dtype(name)
 
 
-def make_row(step, optimizer, cfg: config.TrainLMConfig, seeds: list[int], accum: int, steps_per_call: int):
+def make_row(step, optimizer, cfg: TrainLMConfig, seeds: list[int], accum: int, steps_per_call: int):
     """A callable running ``steps_per_call`` calls of the jitted vmapped ``step`` over ``seeds`` (own state, own batch)."""
     model_cfg = cfg.model_config()
     init = jax.jit(gpt2.init, static_argnums=1)
@@ -112,7 +114,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed calls per row at least (default: 5)")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed rounds at least (default: 1)")
     p.add_argument("--peak-flops", type=float, default=None,
-                   help="peak FLOP/s of one device for the MFU (default: lm_training.peak_flops; none on CPU)")
+                   help="peak FLOP/s of one device for the MFU (default: flops.peak_flops; none on CPU)")
     p.add_argument("--peak-source", default="", help="where --peak-flops comes from (recorded in the JSON)")
     p.add_argument("--matmul-n", type=int, default=None, help="size of the reference matmul (default: 2048 on CPU, 8192 elsewhere)")
     p.add_argument("--out", default=None, help="JSON path (default: results/lm_training_<platform>[_<model>].json)")
@@ -125,16 +127,16 @@ def main(argv=None) -> dict:
     plat = dev.platform
     batch, context = DEFAULT_SHAPES[args.model]
     batch, context = args.batch_size or batch, args.context or context
-    cfg = config.TrainLMConfig(model=args.model, optimizer=args.optimizer, batch_size=batch, context=context).validate()
+    cfg = TrainLMConfig(model=args.model, optimizer=args.optimizer, batch_size=batch, context=context).validate()
     dtype = _dtype(args.compute_dtype)
     k = args.steps_per_call or (5 if plat == "cpu" else 20)
     model_cfg = cfg.model_config()
-    fpt = lm_training.flops_per_token(model_cfg, context)
-    peak = args.peak_flops or lm_training.peak_flops(dev)
-    peak_source = args.peak_source if args.peak_flops else ("lm_training.PEAK_FLOPS (dense bf16 data sheet)" if peak else None)
+    fpt = flops.flops_per_token(model_cfg, context)
+    peak = args.peak_flops or flops.peak_flops(dev)
+    peak_source = args.peak_source if args.peak_flops else ("flops.PEAK_FLOPS (dense bf16 data sheet)" if peak else None)
     load_before = os.getloadavg()
     n = args.seeds
-    print(f"# {args.model} ({lm_training.n_params(model_cfg):,} matmul params, {fpt:.4g} FLOP/token), {args.optimizer}, "
+    print(f"# {args.model} ({flops.n_params(model_cfg):,} matmul params, {fpt:.4g} FLOP/token), {args.optimizer}, "
           f"B={batch} T={context}, {jnp.dtype(dtype).name} on {dev.device_kind}; load {load_before}", flush=True)
 
     matmul = matmul_flops(args.matmul_n or (2048 if plat == "cpu" else 8192), dtype)
@@ -176,7 +178,7 @@ def main(argv=None) -> dict:
         "config": {"model": args.model, "model_config": model_cfg.to_dict(), "optimizer": args.optimizer, "batch_size": batch,
                    "context": context, "seeds": n, "accum": args.accum, "compute_dtype": jnp.dtype(dtype).name,
                    "steps_per_call": k, "repeats": args.repeats, "min_time": args.min_time},
-        "n_params_matmul": lm_training.n_params(model_cfg), "flops_per_token": fpt,
+        "n_params_matmul": flops.n_params(model_cfg), "flops_per_token": fpt,
         "peak_flops_per_device": peak, "peak_source": peak_source,
         "matmul_reference": {"n": args.matmul_n or (2048 if plat == "cpu" else 8192), "flops": matmul},
         "checks": checks, "rows": table,

@@ -54,7 +54,7 @@ def _one(n: int, conf_a: list, conf_b: list, repeats: int) -> dict:
 
     def path():
         c_T, phi_T = ce.quotient_path(cells, c_grid, end_a, end_b)
-        return ce.path_losses(ex.network(c_T, phi_T), x, y)
+        return ex.path_losses(ex.network(c_T, phi_T), x, y)
 
     t_path, loss_T = _best(path, repeats)
     return {"N": n, "compile_s": first - t_grid, "grid_s": t_grid, "lb_sep_s": t_sep, "minimax_s": t_mm, "path_s": t_path,

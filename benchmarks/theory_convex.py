@@ -1,16 +1,16 @@
 #!/usr/bin/env python
-"""Time of the convex programs of THEORY.md §C (:mod:`theory.convex`) against the number of points n.
+"""Time of the convex programs of THEORY.md §C (:mod:`theory.programs`) against the number of points n.
 
 Per n: data ``x ~ N(0, I_d)``, ``y ~ N(0, 1)`` (seed fixed), activation patterns from
 ``--gates-per-n · n`` Gaussian gates (:func:`theory.patterns.sample`; P, the number of distinct
 patterns, is reported per n), then, each timed as the median of ``--repeats`` wall-clock runs of
 the whole call (cvxpy canonicalisation included; one untimed warm-up at n = 4 first):
 
-* ``wd_clarabel`` / ``wd_scs`` — the weight-decay program C1 (:func:`theory.convex.weight_decay_program`,
+* ``wd_clarabel`` / ``wd_scs`` — the weight-decay program C1 (:func:`theory.programs.weight_decay_program`,
   β = ``--beta``) with Clarabel and with SCS (eps 1e-9, the module's settings); the two values are
   reported so their agreement can be read off;
 * ``tau_highs`` — the τ* LP, the least ℓ∞ path norm of an interpolant
-  (:func:`theory.convex.min_linf_path_norm`, scipy's HiGHS).
+  (:func:`theory.programs.min_linf_path_norm`, scipy's HiGHS).
 
 A solver whose median passes ``--max-seconds`` is not run at larger n (marked ``null``). Prints a
 markdown table and writes JSON with the machine description and ``os.getloadavg()`` before and
@@ -31,8 +31,8 @@ import time
 
 import numpy as np
 
-from theory import convex
 from theory import patterns as pat
+from theory import programs
 
 
 def _median_time(fn, repeats: int):
@@ -73,12 +73,12 @@ def _one(n: int, d: int, gates_per_n: int, beta: float, repeats: int, skip: set)
         if key in skip:
             row[f"{key}_s"] = row[f"{key}_value"] = None
             continue
-        sec, (value, blocks, used) = _median_time(lambda s=solver: convex.weight_decay_program(x, y, d_PxN, beta, solver=s), repeats)
+        sec, (value, blocks, used) = _median_time(lambda s=solver: programs.weight_decay_program(x, y, d_PxN, beta, solver=s), repeats)
         row.update({f"{key}_s": sec, f"{key}_value": value, f"{key}_blocks": int(len(blocks.sign_K)), f"{key}_solver": used})
     if "tau_highs" in skip:
         row["tau_highs_s"] = row["tau_star"] = None
     else:
-        sec, (tau, _) = _median_time(lambda: convex.min_linf_path_norm(x, y, d_PxN), repeats)
+        sec, (tau, _) = _median_time(lambda: programs.min_linf_path_norm(x, y, d_PxN), repeats)
         row.update({"tau_highs_s": sec, "tau_star": tau})
     return row
 

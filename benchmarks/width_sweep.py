@@ -2,18 +2,18 @@
 """Width-sweep throughput benchmark: batched strategies against a plain Python loop, in one run.
 
 Four measurements at every width of ``--widths``, on the width sweep's synthetic regression
-data (``connect.data.DataConfig()`` defaults: 32 train / 256 test points, d = 8, λ = 0.1):
+data (``connect.twolayer.data.DataConfig()`` defaults: 32 train / 256 test points, d = 8, λ = 0.1):
 
-1. **train** — ``connect.training.train`` of ``--seeds`` two-layer ReLU networks for
+1. **train** — ``connect.twolayer.training.train`` of ``--seeds`` two-layer ReLU networks for
    ``--steps`` full-batch steps, per optimizer of ``--optimizers``, with ``strategy`` =
    ``vmap`` (one fused program over seeds), ``map`` (``lax.map`` over seeds) and ``loop``
    (the library's baseline: a Python loop calling the same jitted program once per seed).
    Reported: networks/s and network·steps/s.
-2. **path_eval** — every metric of ``connect.measure.point_metrics`` (train/test loss,
+2. **path_eval** — every metric of ``connect.twolayer.measure.point_metrics`` (train/test loss,
    constraint norms, all singular values and their summaries) at ``--t-points`` values of t
    along ``--pairs`` quadratic-Bézier paths θ(t) = ``paths.point(kind, nodes, t)``:
    ``vmap`` = vmap over pairs and over t, ``map`` = ``lax.map`` over pairs and vmap over t
-   (both through ``batching.map_leading``, as ``connect.measure`` does), ``map_all`` = one
+   (both through ``batching.map_leading``, as ``connect.twolayer.measure`` does), ``map_all`` = one
    ``lax.map`` over every (pair, t) point, ``loop`` = a Python loop over every (pair, t)
    point calling one jitted single-point function. Reported: path points/s.
 3. **path_fit** — ``paths.fit``: learning the free node of ``--pairs`` Bézier paths for
@@ -21,7 +21,7 @@ data (``connect.data.DataConfig()`` defaults: 32 train / 256 test points, d = 8,
    over pairs against a Python loop over pairs calling the jitted single-pair fit.
    Reported: pairs/s and pair·steps/s.
 4. **measure_pairs** — the whole per-width path stage of the sweep, public API
-   ``connect.measure.measure_pairs`` (fit Bézier and polychain, evaluate linear, Bézier and
+   ``connect.twolayer.measure.measure_pairs`` (fit Bézier and polychain, evaluate linear, Bézier and
    polychain on the t-grid) with ``strategy`` vmap/map against a Python loop over pairs, one
    pair per call (``strategy="map"`` on a batch of one). Reported: pairs/s.
 
@@ -64,9 +64,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from connect import batching, losses, measure, optimizers, paths, training
-from connect import data as data_lib
+from connect import batching, optimizers, paths
 from connect.models import relu
+from connect.twolayer import data as data_lib
+from connect.twolayer import losses, measure, training
 
 TRAIN_STRATEGIES = ("vmap", "map", "loop")
 EVAL_STRATEGIES = ("vmap", "map", "map_all", "loop")
@@ -216,7 +217,7 @@ _point_jit = jax.jit(_metrics_at, static_argnums=0)
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _eval_batched(kind, strategy, nodes_PK, ts_PT, data, lam):
-    """``strategy`` over pairs (``batching.map_leading``), vmap over t — as ``connect.measure``."""
+    """``strategy`` over pairs (``batching.map_leading``), vmap over t — as ``connect.twolayer.measure``."""
 
     def one(args):
         nodes, ts = args

@@ -1,55 +1,62 @@
 """connect — optimizer-induced mode connectivity in JAX.
 
-The public surface: models (two-layer ReLU, GPT-2), data and corpora, optimizers and
-schedules, training (width sweep, language models), checkpoints and Hugging Face
-interchange, paths (GPT-2 paths, planes, the connectivity study), alignment, barriers,
-spectra, constraint sets, finetuning (LoRA, tasks). The figure modules (``connect.plots``,
-``connect.lm_plots``) import matplotlib and are imported on use.
+The package is layered (DESIGN.md, Architecture): the analysis core at the top level (``paths``,
+``barrier``, ``spectra``, ``constraints``, ``optimizers``, ``schedules``, ``planes``, ``batching``,
+``checkpoints``, ``config``, ``io``, ``errors``), one file per model family in ``connect.models``
+(``relu``, ``gpt2``), the two-layer work in ``connect.twolayer``, the language-model work in
+``connect.lm``, the studies in ``connect.studies`` and the command line in ``connect.cli``.
+
+Every name below is imported on first use (PEP 562), so ``import connect`` loads neither
+matplotlib nor any study.
 """
 
-from connect import (
-    alignment,
-    barrier,
-    batching,
-    config,
-    constraints,
-    corpus,
-    data,
-    finetune,
-    huggingface,
-    lm_paths,
-    lm_study,
-    lm_training,
-    lora,
-    losses,
-    measure,
-    optimizers,
-    paths,
-    planes,
-    schedules,
-    spectra,
-    sweep,
-    tasks,
-    training,
-)
-from connect.alignment import align
-from connect.barrier import barrier as barrier_height
-from connect.barrier import max_barrier
-from connect.checkpoints import load_checkpoint, save_checkpoint
-from connect.config import TrainLMConfig, WidthSweepConfig
-from connect.constraints import ConstraintSet
-from connect.data import DataConfig, Dataset
-from connect.errors import UserError
-from connect.measure import PathSettings, measure_pairs
-from connect.models import gpt2, relu
-from connect.spectra import summarize as spectrum
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConstraintSet", "DataConfig", "Dataset", "PathSettings", "TrainLMConfig", "UserError", "WidthSweepConfig",
-    "align", "alignment", "barrier", "barrier_height", "batching", "config", "constraints", "corpus", "data",
-    "finetune", "gpt2", "huggingface", "lm_paths", "lm_study", "lm_training", "load_checkpoint", "lora", "losses", "max_barrier", "measure",
-    "measure_pairs", "optimizers", "paths", "planes", "relu", "save_checkpoint", "schedules", "spectra", "spectrum", "sweep",
-    "tasks", "training",
-]
+#: Public modules: attribute -> module path.
+_MODULES = {
+    "barrier": "connect.barrier", "batching": "connect.batching", "checkpoints": "connect.checkpoints",
+    "config": "connect.config", "constraints": "connect.constraints", "errors": "connect.errors",
+    "io": "connect.io", "optimizers": "connect.optimizers", "paths": "connect.paths", "planes": "connect.planes",
+    "schedules": "connect.schedules", "spectra": "connect.spectra", "models": "connect.models",
+    "relu": "connect.models.relu", "gpt2": "connect.models.gpt2", "twolayer": "connect.twolayer", "lm": "connect.lm",
+    "studies": "connect.studies",
+}
+#: Public functions and classes: attribute -> (module path, name there).
+_NAMES = {
+    "UserError": ("connect.errors", "UserError"),
+    "ConstraintSet": ("connect.constraints", "ConstraintSet"),
+    "barrier_height": ("connect.barrier", "barrier"),
+    "max_barrier": ("connect.barrier", "max_barrier"),
+    "spectrum": ("connect.spectra", "summarize"),
+    "load_checkpoint": ("connect.checkpoints", "load_checkpoint"),
+    "save_checkpoint": ("connect.checkpoints", "save_checkpoint"),
+    "align": ("connect.twolayer.alignment", "align"),
+    "DataConfig": ("connect.twolayer.data", "DataConfig"),
+    "Dataset": ("connect.twolayer.data", "Dataset"),
+    "PathSettings": ("connect.twolayer.measure", "PathSettings"),
+    "measure_pairs": ("connect.twolayer.measure", "measure_pairs"),
+    "TrainLMConfig": ("connect.lm.config", "TrainLMConfig"),
+    "WidthSweepConfig": ("connect.studies.width_sweep.config", "WidthSweepConfig"),
+}
+
+__all__ = sorted([*_MODULES, *_NAMES])
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    elif name in _NAMES:
+        module, attr = _NAMES[name]
+        value = getattr(importlib.import_module(module), attr)
+    else:
+        raise AttributeError(f"module 'connect' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

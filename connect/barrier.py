@@ -54,6 +54,14 @@ def max_barrier(ts_T, values_T) -> float:
     return float(np.max(values_T) - max(values_T[0], values_T[-1]))
 
 
+def curve(ts_T, values_T) -> dict:
+    """The one record of a curve along a path, as every study writes it: ``{"t", "loss", "barrier",
+    "max_barrier"}`` (lists and floats, ready for JSON; the values are losses or error rates)."""
+    ts_T, values_T = np.asarray(ts_T), np.asarray(values_T)
+    return {"t": ts_T.tolist(), "loss": values_T.tolist(), "barrier": barrier(ts_T, values_T),
+            "max_barrier": max_barrier(ts_T, values_T)}
+
+
 def _sorted(ts_T, values_T):
     """``(t, values)`` as float64 sorted by t; the grid must hold both endpoints 0 and 1."""
     ts_T, values_T = np.asarray(ts_T, dtype=np.float64), np.asarray(values_T, dtype=np.float64)

@@ -3,6 +3,8 @@
 A checkpoint is a directory::
 
     CKPT/params/         orbax StandardCheckpointer tree of the params pytree
+    CKPT/params.safetensors   (``export_arrays=True``) the same arrays for readers without connect:
+                         ``safetensors.numpy.load_file``, keys the dotted key paths (``W``, ``h.mlp.c_fc.kernel``)
     CKPT/metadata.json   model, architecture, optimizer, λ, seed, data, final loss
 
 ``metadata.json`` is written last (atomically), so a directory without it is an
@@ -11,6 +13,7 @@ interrupted save and is never mistaken for a finished one. No pickle is involved
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -18,15 +21,19 @@ import shutil
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import safetensors.numpy
 
 from connect.errors import UserError
 from connect.io import write_json_atomic
 
 FORMAT = "connect-checkpoint/1"
+#: The arrays of a checkpoint saved with ``export_arrays`` (safetensors, readable without connect).
+ARRAYS_FILE = "params.safetensors"
 
 
-def save_checkpoint(path: str, params: dict, metadata: dict) -> None:
-    """Save ``params`` (a pytree of arrays) and ``metadata`` (JSON-able) to directory ``path``.
+def save_checkpoint(path: str, params: dict, metadata: dict, *, export_arrays: bool = False) -> None:
+    """Save ``params`` (a pytree of arrays) and ``metadata`` (JSON-able) to directory ``path``;
+    with ``export_arrays`` also ``params.safetensors`` (see the module docstring), before the metadata.
 
     An existing checkpoint (finished or interrupted) at ``path`` is replaced; any other
     existing file or directory is left alone and raises :class:`UserError`.
@@ -41,12 +48,24 @@ def save_checkpoint(path: str, params: dict, metadata: dict) -> None:
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(path, "params"), host)
         ckptr.wait_until_finished()
+    if export_arrays:
+        safetensors.numpy.save_file(_flat_arrays(host), os.path.join(path, ARRAYS_FILE))
     write_json_atomic(os.path.join(path, "metadata.json"), {**metadata, "format": FORMAT})
+
+
+def _flat_arrays(params) -> dict[str, np.ndarray]:
+    """Every leaf of ``params`` under its dotted key path (``{"h": {"ln_f": …}}`` -> ``"h.ln_f"``)."""
+    flat = {}
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        name = ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in key_path)
+        flat[name] = np.ascontiguousarray(leaf)
+    return flat
 
 
 def _holds_only_a_checkpoint(path: str) -> bool:
     """``path`` is a directory with nothing but what :func:`save_checkpoint` writes (``params``,
-    orbax's ``params.orbax-checkpoint-tmp-*``, ``metadata.json`` and its ``.tmp-*`` file)."""
+    orbax's ``params.orbax-checkpoint-tmp-*``, ``params.safetensors``, ``metadata.json`` and its
+    ``.tmp-*`` file)."""
     return os.path.isdir(path) and all(
         e.startswith("params") or e == "metadata.json" or e.startswith(".tmp-") for e in os.listdir(path)
     )
@@ -86,7 +105,7 @@ def load_checkpoint(path: str) -> tuple[dict, dict]:
     return params, metadata
 
 
-# --- training state: params + optimizer state + step, for resuming (connect.lm_training) ---------------
+# --- training state: params + optimizer state + step, for resuming (connect.lm.training) ---------------
 #
 #     DIR/step-00000250/params/      orbax tree of the params (loadable by load_checkpoint)
 #     DIR/step-00000250/opt_state/   orbax tree {"000000": leaf, ...} of the optimizer state's leaves
@@ -156,3 +175,33 @@ def prune(directory: str, keep: int) -> None:
             step = int(name[len(STEP_PREFIX):])
             if step not in kept and step < max(kept):
                 shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
+def recorded_optimizer(path: str) -> str | None:
+    """The optimizer that trained the checkpoint at ``path``, as recorded on disk: the ``optimizer`` of
+    ``path/metadata.json`` (a checkpoint directory), else of the newest ``step-*`` checkpoint below ``path``
+    (highest step; a ``connect train-lm`` seed or run directory), else of a ``config.json`` in ``path`` or up
+    to three directories above (the run's config). ``None`` when nothing records one (e.g. a Hugging Face directory)."""
+    meta = os.path.join(path, "metadata.json")
+    if not os.path.isfile(meta):
+        found = glob.glob(os.path.join(glob.escape(path), "**", f"{STEP_PREFIX}*", "metadata.json"), recursive=True)
+        steps = {m: os.path.basename(os.path.dirname(m))[len(STEP_PREFIX):] for m in found}
+        meta = max((m for m in found if steps[m].isdigit()), key=lambda m: (int(steps[m]), m), default=meta)
+    recorded = _json_string(meta, "optimizer")
+    here = os.path.abspath(path)
+    for _ in range(4):  # path and up to three directories above
+        if recorded is not None:
+            return recorded
+        recorded = _json_string(os.path.join(here, "config.json"), "optimizer")
+        here = os.path.dirname(here)
+    return recorded
+
+
+def _json_string(path: str, key: str) -> str | None:
+    """``key`` of the JSON object in file ``path`` when it is a string; None when absent or unreadable."""
+    try:
+        with open(path) as f:
+            value = json.load(f).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None

@@ -46,8 +46,10 @@ def claim_directory(out: str, settings: dict, *, filename: str = "config.json", 
         try:
             with open(path) as f:
                 stored = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{path} is unreadable ({e}): pass a new --out") from None
+        if not isinstance(stored, dict):
+            raise UserError(f"{path} is not a settings file (a JSON {type(stored).__name__}, not an object): pass a new --out")
         for key, val in want.items():
             if key not in ignore and stored.get(key) != val:
                 raise UserError(f"{out} was started with {key} = {stored.get(key)!r}, not {val!r}: "

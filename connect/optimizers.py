@@ -230,6 +230,13 @@ def _build(name: str, lr: float, weight_decay: float, matrices: tuple[str, ...])
     return REGISTRY[name].build(lr, weight_decay, matrices)
 
 
+def path_optimizer(opt_a: str | None, opt_b: str | None, cross: str = "adamw") -> str:
+    """The optimizer that learns a path between solutions of ``opt_a`` and ``opt_b``: the endpoints' own when
+    they share one (the "optimizer-restricted" path, Zhang et al., arXiv 2605.09991), else ``cross``;
+    ``None`` (not recorded) counts as unknown."""
+    return opt_a if opt_a is not None and opt_a == opt_b else cross
+
+
 def constraint(name: str, weight_decay: float, matrices: Sequence[str] = ()) -> ConstraintSet:
     """The implicit constraint set of optimizer ``name`` at decay λ (see :mod:`connect.constraints`)."""
     return ConstraintSet(spec(name).constraint_kind, float(weight_decay), tuple(matrices))
@@ -245,13 +252,13 @@ NO_DECAY_NAMES = ("scale", "bias")
 
 def make_lm(name: str, params, *, lr, aux_lr=None, weight_decay: float = 0.0, betas=(0.9, 0.95), eps: float = 1e-8,
             momentum: float = 0.95, clip_norm: float | None = 1.0,
-            matrices: Mapping[tuple[str, ...], int] | None = None) -> optax.GradientTransformation:
+            matrices: Mapping[tuple[str, ...], int]) -> optax.GradientTransformation:
     """The optax transformation of transformer optimizer ``name`` for a parameter pytree like ``params``.
 
     Leaves fall in three groups, by their path in the nested dict:
 
-    - *hidden matrices*, the paths in ``matrices`` (default ``connect.models.gpt2.MUON_MATRICES``:
-      the attention and MLP kernels): learning rate ``lr``, decay λ;
+    - *hidden matrices*, the paths in ``matrices`` (a model family's ``MUON_MATRICES``, e.g.
+      :data:`connect.models.gpt2.MUON_MATRICES`: the attention and MLP kernels): learning rate ``lr``, decay λ;
     - *other matrices*, every other leaf not named ``scale`` or ``bias`` (``wte``, ``wpe``,
       ``lm_head``): learning rate ``aux_lr`` (default ``lr``), decay λ;
     - *LayerNorm gains and biases*, leaves named ``scale`` or ``bias``: ``aux_lr``, no decay.
@@ -279,28 +286,11 @@ def make_lm(name: str, params, *, lr, aux_lr=None, weight_decay: float = 0.0, be
     (:func:`connect.constraints.muon_shape_factor`; the polar factor commutes with transposition).
     Its implicit set is then ``‖W‖₂ ≤ s/λ`` per matrix (:mod:`connect.constraints`).
     """
-    if name not in LM_OPTIMIZERS:
-        raise UserError(f"unknown transformer optimizer {name!r}: choose from {', '.join(LM_OPTIMIZERS)}")
     aux_lr = lr if aux_lr is None else aux_lr
-    _check_lr("lr", lr)
-    _check_lr("aux_lr", aux_lr)
-    if not weight_decay >= 0:
-        raise UserError(f"weight decay must be non-negative, got {weight_decay}")
-    b1, b2 = betas
-    for label, beta in (("betas[0]", b1), ("betas[1]", b2), ("momentum", momentum)):
-        if not 0.0 <= beta < 1.0:
-            raise UserError(f"{label} must lie in [0, 1), got {beta}")
-    if not eps >= 0:
-        raise UserError(f"eps must be non-negative, got {eps}")
-    if clip_norm is not None and not clip_norm > 0:
-        raise UserError(f"clip_norm must be positive or None (no clipping), got {clip_norm}")
-    if matrices is None:
-        from connect.models import gpt2
-
-        matrices = gpt2.MUON_MATRICES
+    _check_lm_settings(name, lr, aux_lr, weight_decay, betas, eps, momentum, clip_norm)
     matrices = {tuple(path): int(k) for path, k in matrices.items()}
     _check_matrices(params, matrices)
-
+    b1, b2 = betas
     adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
     hidden, aux = {
         "adamw": (adam, adam),
@@ -314,6 +304,23 @@ def make_lm(name: str, params, *, lr, aux_lr=None, weight_decay: float = 0.0, be
         functools.partial(_lm_labels, matrices=matrices),
     )
     return split if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), split)
+
+
+def _check_lm_settings(name, lr, aux_lr, weight_decay, betas, eps, momentum, clip_norm) -> None:
+    """Every argument of :func:`make_lm` in range, else a UserError naming it."""
+    if name not in LM_OPTIMIZERS:
+        raise UserError(f"unknown transformer optimizer {name!r}: choose from {', '.join(LM_OPTIMIZERS)}")
+    _check_lr("lr", lr)
+    _check_lr("aux_lr", aux_lr)
+    if not weight_decay >= 0:
+        raise UserError(f"weight decay must be non-negative, got {weight_decay}")
+    for label, beta in (("betas[0]", betas[0]), ("betas[1]", betas[1]), ("momentum", momentum)):
+        if not 0.0 <= beta < 1.0:
+            raise UserError(f"{label} must lie in [0, 1), got {beta}")
+    if not eps >= 0:
+        raise UserError(f"eps must be non-negative, got {eps}")
+    if clip_norm is not None and not clip_norm > 0:
+        raise UserError(f"clip_norm must be positive or None (no clipping), got {clip_norm}")
 
 
 def _check_lr(label: str, lr) -> None:

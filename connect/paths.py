@@ -131,7 +131,7 @@ def fit(
     * neither ``batches`` nor ``batch_fn``: ``loss_fn(θ)``, the full-data objective (as before);
     * ``batches``: a pytree of arrays with leading axis ``steps``; step k uses ``loss_fn(θ, batch_k)``,
       scanned in one program (pure and traceable: vmap over pairs);
-    * ``batch_fn``: a host function ``k -> batch`` (e.g. :func:`connect.corpus.batch` of a seed);
+    * ``batch_fn``: a host function ``k -> batch`` (e.g. :func:`connect.lm.corpus.batch` of a seed);
       step k runs one jitted update on ``loss_fn(θ, batch_fn(k))`` from a Python loop (not traceable;
       the endpoints are arguments of that program, never constants baked into it).
 

@@ -14,9 +14,9 @@ combination ``w_A θ_A + w_C θ_C + w_B θ_B`` with
     w_C = v / c_v,     w_B = u / ‖θ_B − θ_A‖ − v c_u / (‖θ_B − θ_A‖ c_v),     w_A = 1 − w_B − w_C,
 
 an affine combination of the three points. The loss over a grid of ``(u, v)`` is then
-:func:`connect.lm_paths.path_losses` with a weight function of the grid index (see
-:func:`plane_losses`): one compiled program, points chunked under ``vmap``, data batched and sharded
-exactly as along a path; nothing here touches the data.
+a path evaluation with a weight function of the grid index (:func:`grid_path`): the family's path
+evaluator (e.g. :func:`connect.lm.planes.plane_losses`) runs it as one compiled program, batched and
+sharded exactly as along a path; nothing here touches the data or a model.
 """
 
 from __future__ import annotations
@@ -28,9 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from connect import lm_paths
 from connect.errors import UserError
-from connect.models import gpt2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,17 +89,14 @@ def grid(pl: Plane, n_points: int = 11, margin: float = 0.2) -> tuple[np.ndarray
     return np.linspace(lo[0] - pad[0], hi[0] + pad[0], n_points), np.linspace(lo[1] - pad[1], hi[1] + pad[1], n_points)
 
 
-def plane_losses(theta_a, theta_b, theta_c, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, *, n_points: int = 11,
-                 margin: float = 0.2, **kw) -> dict:
-    """The loss on the ``n_points × n_points`` grid of :func:`grid`, plus the three points' own coordinates
-    and losses: ``{"u", "v", "loss" (V, U), "points" (3, 2), "point_loss" (3,)}`` (lists, ready for JSON).
+def grid_path(theta_a, theta_b, theta_c, n_points: int = 11, margin: float = 0.2):
+    """The plane's ``n_points × n_points`` grid as a path: ``(plane, u_U, v_V, weight_fn, corners_3, ts_G, abc_3)``.
 
-    The grid is the path-loss machinery of :func:`connect.lm_paths.path_losses` over the nodes
-    ``[O, P_u, P_v]`` — the grid's corner ``O = θ(u_0, v_0)`` and its neighbours along each axis at the far end,
-    ``P_u = θ(u_{U−1}, v_0)``, ``P_v = θ(u_0, v_{V−1})`` — so grid point ``(i, j)`` is
-    ``O + (i/(n−1))(P_u − O) + (j/(n−1))(P_v − O)``, with weights depending on ``n`` only (one compiled
-    program per grid size and model). The three points are the one-bend chain ``[θ_A, θ_C, θ_B]`` at
-    ``t = 0, ½, 1``. ``kw``: ``batch_size``, ``context``, ``max_batches``, ``mesh``, ``t_chunk``, ``compute_dtype``.
+    Grid point ``(i, j)`` is ``O + (i/(n−1))(P_u − O) + (j/(n−1))(P_v − O)`` over the nodes ``corners_3 =
+    [O, P_u, P_v]`` — the grid's corner ``O = θ(u_0, v_0)`` and its neighbours along each axis at the far end,
+    ``P_u = θ(u_{U−1}, v_0)``, ``P_v = θ(u_0, v_{V−1})`` — reached at ``t = ts_G[g]`` by ``weight_fn``
+    (:func:`unit_grid`), whose weights depend on ``n`` only (one compiled program per grid size and model);
+    ``abc_3 = [θ_A, θ_C, θ_B]`` is the one-bend chain through the three points (``t = 0, ½, 1``).
     """
     pl = plane(theta_a, theta_b, theta_c)
     u_U, v_V = grid(pl, n_points, margin)
@@ -109,14 +104,11 @@ def plane_losses(theta_a, theta_b, theta_c, model_cfg: gpt2.GPT2Config, tokens: 
     corners = [point(pl, abc_3, uv) for uv in ((u_U[0], v_V[0]), (u_U[-1], v_V[0]), (u_U[0], v_V[-1]))]
     corners_3 = jax.tree.map(lambda *x: np.stack(x), *corners)
     n_grid = n_points * n_points
-    loss_G = lm_paths.path_losses(_unit_grid(n_points), corners_3, model_cfg, tokens, np.arange(n_grid, dtype=np.float32) / (n_grid - 1), **kw)
-    loss_3 = lm_paths.path_losses("polychain", abc_3, model_cfg, tokens, np.array([0.0, 0.5, 1.0], np.float32), **kw)
-    return {"u": u_U.tolist(), "v": v_V.tolist(), "loss": loss_G.reshape(n_points, n_points).tolist(),
-            "points": pl.points_3x2().tolist(), "point_loss": loss_3[[0, 2, 1]].tolist()}  # A, B, C
+    return pl, u_U, v_V, unit_grid(n_points), corners_3, np.arange(n_grid, dtype=np.float32) / (n_grid - 1), abc_3
 
 
 @functools.cache
-def _unit_grid(n: int):
+def unit_grid(n: int):
     """Weights of ``[O, P_u, P_v]`` at grid point ``g = round(t·(n²−1))``, ``(i, j) = (g mod n, g div n)``:
     ``(1 − a − b, a, b)`` with ``a = i/(n−1)``, ``b = j/(n−1)``; one object per ``n`` (a static argument of the
     compiled loss, so every plane of that size reuses the program)."""

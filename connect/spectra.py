@@ -7,13 +7,23 @@ For singular values ``σ_1 ≥ … ≥ σ_r ≥ 0`` of a matrix W:
   (Zhang et al., arXiv 2605.09991, §5), percentile by linear interpolation as numpy's;
 * effective rank ``exp(H(p))``, ``p = σ/Σσ``, H the Shannon entropy (Roy & Vetterli 2007);
 * spectral norm σ_1, nuclear norm Σσ, max-abs entry ``max|W_ij|``.
+
+Every model family names its weight matrices one way (``family.matrices(params, cfg) -> {name: W}``, each
+``(…, fan_out, fan_in)``); :func:`matrix_summaries` measures such a dict at one point and
+:func:`along_path` at every t of a path — the one spectra code of the width sweep, the GPT-2 study and the
+finetuning study.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Callable, Mapping
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from connect import batching, paths
 from connect.constraints import ConstraintSet
 
 SUMMARIES = ("spectral_norm", "stable_rank", "condition_number", "effective_rank", "nuclear_norm", "max_abs")
@@ -79,3 +89,58 @@ def medians(per_matrix: dict[str, dict], stats) -> dict:
     """The median over matrices of each scalar statistic in ``stats``: ``{stat: (…)}`` from
     ``{name: {stat: (…)}}`` (as the study reports spectra, Zhang et al., arXiv 2605.09991, §5)."""
     return {s: jnp.median(jnp.stack([jnp.asarray(m[s]) for m in per_matrix.values()]), axis=0) for s in stats}
+
+
+def matrix_summaries(matrices: Mapping[str, jax.Array], constraint_sets: Mapping[str, ConstraintSet] | None = None) -> dict:
+    """``{name: summary}`` of named matrices (each ``(…, fan_out, fan_in)``, leading axes vmapped): singular
+    values and every summary of :data:`SUMMARIES`, plus ``{o}_rel`` for each constraint set ``o`` of
+    ``constraint_sets`` (:func:`constraint_relative`; a matrix in the set's ``matrices`` is on its spectral
+    ball)."""
+    out = {}
+    for name, w in matrices.items():
+        s = summarize_stack(w)
+        for o, cs in (constraint_sets or {}).items():
+            s[f"{o}_rel"] = constraint_relative(s, cs, name, tuple(w.shape[-2:]))
+        out[name] = s
+    return out
+
+
+def along_path(kind, nodes_K, ts_T, matrices_fn: Callable, *, constraint_sets: Mapping[str, ConstraintSet] | None = None,
+               strategy: str = "auto") -> dict:
+    """Singular values and summaries of every matrix of ``matrices_fn(θ(t))`` at every t of ``ts_T``.
+
+    ``kind`` and ``nodes_K`` as in :func:`connect.paths.point`; ``matrices_fn`` is a family's
+    ``params -> {name: W}`` (reuse one function object per model and names, so the compiled program is
+    reused). Per matrix: ``singular_values`` ``(T, R)``, the summaries of :data:`SUMMARIES` ``(T,)`` and
+    ``{o}_rel`` ``(T,)`` per constraint set (:func:`matrix_summaries`); ``median`` holds the median over the
+    matrices of every scalar ``(T,)`` (as Zhang et al., arXiv 2605.09991, §5, report spectra). The t-points
+    are mapped by ``strategy`` (:mod:`connect.batching`; ``auto``: ``vmap`` on accelerators) inside one
+    compiled program; on CPU always by ``lax.map``, since there a program with a dozen or more vmapped SVDs
+    deadlocks in XLA's thread pool (jax 0.10.2, 2 cores). Returns numpy arrays.
+    """
+    strategy = batching.resolve(strategy)
+    if strategy not in batching.TRACEABLE:
+        raise ValueError(f"along_path maps inside jit: strategy must be one of {', '.join(batching.TRACEABLE)}")
+    if jax.default_backend() == "cpu":
+        strategy = "map"
+    if jax.tree.leaves(nodes_K)[0].shape[0] < 2:
+        raise ValueError("a path needs at least 2 nodes")
+    sets = tuple(sorted((constraint_sets or {}).items()))
+    ts_T = np.atleast_1d(np.asarray(ts_T, np.float32))
+    names = list(matrices_fn(jax.tree.map(lambda x: x[0], nodes_K)))  # the family's order (jit's dicts come back sorted)
+    per = jax.device_get(_along_program(kind, matrices_fn, sets, strategy)(nodes_K, jnp.asarray(ts_T)))
+    per = {name: {k: np.asarray(v) for k, v in per[name].items()} for name in names}
+    stats = list(SUMMARIES) + [f"{o}_rel" for o, _ in sets]
+    return {"t": ts_T, "names": names, "matrices": per,
+            "median": {k: np.asarray(v) for k, v in medians(per, stats).items()}}
+
+
+@functools.lru_cache(maxsize=32)
+def _along_program(kind, matrices_fn: Callable, sets: tuple, strategy: str):
+    """``(nodes_K, ts_T) -> {name: summaries with leading T}``, jitted once per path kind, matrices and sets."""
+
+    def run(nodes_K, ts_T):
+        return batching.map_leading(lambda t: matrix_summaries(matrices_fn(paths.point(kind, nodes_K, t)), dict(sets)),
+                                    ts_T, strategy)
+
+    return jax.jit(run)

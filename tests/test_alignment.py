@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from connect import alignment, barrier, losses, paths
+from connect import barrier, paths
 from connect.models import relu
+from connect.twolayer import alignment, losses
 
 D, M, N = 5, 12, 64
 

@@ -1,12 +1,16 @@
 """GPT-2 alignment: each step keeps the logits; a planted permuted-and-rotated copy is recovered."""
 
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from connect.alignment import gpt2 as align_gpt2
 from connect.errors import UserError
+from connect.lm import alignment as align_gpt2
+from connect.lm import huggingface, training
 from connect.models import gpt2
 
 CFG = gpt2.config("tiny", vocab_size=64, n_positions=16, n_embd=16, n_layer=2, n_head=4, n_inner=32)
@@ -20,8 +24,11 @@ def _model(seed, cfg=CFG):
 
 
 def _logits(params, cfg=CFG):
-    tokens = jax.random.randint(jax.random.key(7), (2, 12), 0, cfg.vocab_size)
-    return np.asarray(gpt2.apply(jax.tree.map(jnp.asarray, params), tokens, cfg))
+    return np.asarray(gpt2.apply(jax.tree.map(jnp.asarray, params), _tokens(cfg), cfg))
+
+
+def _tokens(cfg=CFG):
+    return np.asarray(jax.random.randint(jax.random.key(7), (2, 12), 0, cfg.vocab_size))
 
 
 def _close(x, y, rel=1e-4):
@@ -76,21 +83,92 @@ def test_planted_copy_is_recovered():
     res = align_gpt2.align(params_a, planted, cfg)
     _close(_logits(res.params_b, res.cfg), _logits(params_a))  # B's function is unchanged
     norm = align_gpt2.distance(res.params_a, jax.tree.map(np.zeros_like, res.params_a))
-    assert res.report[1]["distance"] > 0.5 * norm  # the planted copy starts far away
+    assert res.report[0]["distance"] > 0.5 * norm  # the planted copy starts far away
     assert res.report[-1]["distance"] <= 1e-5 * norm  # and is recovered
-    dists = [r["distance"] for r in res.report[1:]]
+    assert res.converged and res.iterations <= 3
+    dists = [r["distance"] for r in res.report]
     assert all(b <= a * (1 + 1e-9) for a, b in zip(dists, dists[1:]))
 
 
 def test_independent_models_move_closer_and_keep_their_function():
     a, b = _model(10), _model(11)
     res = align_gpt2.align(a, b, CFG, rotate=False)
-    assert res.report[-1]["distance"] < res.report[1]["distance"]
+    assert res.report[-1]["distance"] < res.report[0]["distance"]
     _close(_logits(res.params_b, res.cfg), _logits(b))
     assert np.array_equal(res.rotation, np.eye(CFG.n_embd))
+    assert res.converged and res.iterations == 1  # per-layer assignments are exact at once
 
 
 def test_different_architectures_are_a_user_error():
     other = gpt2.config(CFG, n_inner=48)
     with pytest.raises(UserError, match="different architectures"):
         align_gpt2.align(_model(0), _model(0, other), CFG)
+
+
+def test_max_iters_reached_is_reported_as_not_converged():
+    res = align_gpt2.align(_model(10), _model(11), CFG, max_iters=1)
+    assert not res.converged and res.iterations == 1
+    assert [r["step"] for r in res.report] == ["folded", "permute heads and MLP units", "rotate residual stream"]
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_report_rows_are_like_for_like(tied):
+    """Every row compares folded trees (untied head included); the unfolded distance is apart."""
+    cfg = gpt2.config(CFG, tie_word_embeddings=tied)
+    a, b = _model(20, cfg), _model(21, cfg)
+    res = align_gpt2.align(a, b, cfg)
+    fa, _ = align_gpt2.fold_layernorms(a, cfg)
+    fb, _ = align_gpt2.fold_layernorms(b, cfg)
+    assert res.report[0] == {"step": "folded", "iteration": 0, "distance": align_gpt2.distance(fa, fb)}
+    assert res.distance_unfolded == align_gpt2.distance(a, b)
+    assert res.report[-1]["distance"] == pytest.approx(align_gpt2.distance(res.params_a, res.params_b), rel=1e-5)
+    assert res.input_cfg == cfg and not res.cfg.tie_word_embeddings
+    assert res.architecture_changes == ((align_gpt2.FOLDED, align_gpt2.UNTIED) if tied else (align_gpt2.FOLDED,))
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
+def aligned_pair(request):
+    cfg = gpt2.config(CFG, tie_word_embeddings=request.param)
+    a, b = _model(30, cfg), _model(31, cfg)
+    return a, b, cfg, align_gpt2.align(a, b, cfg)
+
+
+def test_export_round_trip_keeps_the_function(aligned_pair, tmp_path):
+    a, b, cfg, res = aligned_pair
+    res.export(str(tmp_path / "hf"))
+    with open(tmp_path / "hf" / "config.json") as f:
+        assert json.load(f)["tie_word_embeddings"] is False
+    params, loaded_cfg = training.load(str(tmp_path / "hf"))
+    assert loaded_cfg == res.cfg
+    _close(_logits(params, loaded_cfg), _logits(b, cfg), rel=1e-5)  # the ORIGINAL B's function
+    params, _ = huggingface.load_pretrained(str(tmp_path / "hf"))
+    _close(_logits(params, loaded_cfg), _logits(b, cfg), rel=1e-5)
+    res.export(str(tmp_path / "hf_a"), which="a")
+    _close(_logits(*training.load(str(tmp_path / "hf_a"))), _logits(a, cfg), rel=1e-5)
+
+
+def test_save_round_trip_keeps_the_function(aligned_pair, tmp_path):
+    a, b, cfg, res = aligned_pair
+    for which, original in (("b", b), ("a", a)):
+        path = str(tmp_path / which)
+        res.save(path, which=which)
+        params, loaded_cfg = training.load(path)
+        assert loaded_cfg == res.cfg
+        _close(_logits(params, loaded_cfg), _logits(original, cfg), rel=1e-5)
+        with open(os.path.join(path, "metadata.json")) as f:
+            meta = json.load(f)["alignment"]
+        assert meta["endpoint"] == which and meta["converged"] == res.converged and meta["report"] == res.report
+        assert meta["input_config"] == cfg.to_dict() and meta["architecture_changes"] == list(res.architecture_changes)
+    with pytest.raises(UserError, match="which="):
+        res.save(str(tmp_path / "c"), which="c")
+
+
+def test_export_loads_in_transformers(aligned_pair, tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    _, b, cfg, res = aligned_pair
+    res.export(str(tmp_path / "hf"))
+    model = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "hf")).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor(_tokens(cfg).tolist(), dtype=torch.long)).logits.numpy()
+    _close(logits, _logits(b, cfg), rel=1e-5)

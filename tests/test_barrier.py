@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from connect import barrier, losses, paths
+from connect import barrier, paths
 from connect.models import relu
+from connect.twolayer import losses
 
 D, M, N = 4, 8, 32
 

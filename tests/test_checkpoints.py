@@ -152,3 +152,22 @@ def test_params_tree_metadata_garbled(saved):
 def test_metadata_is_json_read_by_anyone(saved):
     with open(os.path.join(saved, "metadata.json")) as f:
         assert json.load(f)["optimizer"] == "muon"
+
+
+def test_recorded_optimizer_of_checkpoint_seed_run_and_foreign_directories(tmp_path, saved):
+    assert checkpoints.recorded_optimizer(saved) == "muon"  # a checkpoint directory: its own metadata.json
+    run = tmp_path / "run"
+    ckpt = run / "seed-0" / "ckpt"
+    ckpt.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"optimizer": "lion"}))
+    assert checkpoints.recorded_optimizer(str(ckpt)) == "lion"  # no checkpoint yet: the run's config.json, two levels up
+    for step, optimizer in ((900, "sgd"), (1000, "adamw")):
+        os.makedirs(checkpoints.step_dir(str(ckpt), step))
+        with open(os.path.join(checkpoints.step_dir(str(ckpt), step), "metadata.json"), "w") as f:
+            json.dump({"step": step, "optimizer": optimizer}, f)
+    assert [checkpoints.recorded_optimizer(str(p)) for p in (run, run / "seed-0", ckpt)] == ["adamw"] * 3  # the newest step's
+    assert checkpoints.recorded_optimizer(checkpoints.step_dir(str(ckpt), 900)) == "sgd"
+    hf = tmp_path / "hf"  # a Hugging Face directory: a config.json without an optimizer
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 16}))
+    assert checkpoints.recorded_optimizer(str(hf)) is None

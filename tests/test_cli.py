@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from connect import cli, config
+from connect.cli import width_sweep as cli_width_sweep
+from connect.studies.width_sweep import config as ws_config
 
 TINY = ["--widths", "2", "--optimizers", "adamw", "muon", "--seeds", "2", "--steps", "100", "--path-steps", "20", "--t-points", "5", "--quiet"]
 
@@ -23,7 +25,7 @@ def test_help_documents_every_option(capsys):
         cli.main(["width-sweep", "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for f in config.FIELDS:
+    for f in ws_config.FIELDS:
         assert "--" + f.replace("_", "-") in out, f
 
 
@@ -31,15 +33,15 @@ def test_flags_override_config_file(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('[width_sweep]\nwidths = [4, 16]\nseeds = 5\nsteps = 7\n[width_sweep.lr]\nadamw = 0.5\n')
     args = cli.build_parser().parse_args(["width-sweep", "--config", str(toml), "--widths", "8", "64", "--lr", "muon=0.2"])
-    cfg = cli.sweep_config(args)
+    cfg = cli_width_sweep.sweep_config(args)
     assert cfg.widths == [8, 64] and cfg.seeds == 5 and cfg.steps == 7
     assert cfg.lr == {"adamw": 0.5, "muon": 0.2}
-    assert cfg.optimizers == config.WidthSweepConfig().optimizers
+    assert cfg.optimizers == ws_config.WidthSweepConfig().optimizers
 
 
 def test_experiment_config_loads():
     here = os.path.dirname(__file__)
-    cfg = config.from_dict(config.load_toml(os.path.join(here, "..", "experiments", "width_sweep.toml"))).validate()
+    cfg = config.load(ws_config.WidthSweepConfig, os.path.join(here, "..", "experiments", "width_sweep.toml"))
     assert cfg.widths[0] == 2 and cfg.widths[-1] == 256
 
 

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from connect import corpus
 from connect.errors import UserError
+from connect.lm import corpus
 
 
 def _write_bin(d, train, val):

@@ -4,8 +4,8 @@ message that names the problem."""
 import numpy as np
 import pytest
 
-from connect import data
 from connect.errors import UserError
+from connect.twolayer import data
 
 SMALL = dict(n_train=16, n_test=24, d_in=3, teacher_width=4)
 

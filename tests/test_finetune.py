@@ -1,17 +1,25 @@
 """Finetuning study: a zero-step finetune forgets exactly nothing, a 3-step finetune with every method records
-consistent fields, resume skips finished points, Pareto fronts and ΔW statistics against brute force / numpy,
-bad input is one UserError."""
+consistent fields, resume skips finished points, Pareto fronts, ΔW statistics and activation norms against brute
+force / numpy, the run module loads no matplotlib, bad input is one UserError."""
 
 import json
+import math
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
-from connect import checkpoints, finetune, lm_training
+from connect import checkpoints, config
 from connect.errors import UserError
+from connect.lm import tasks
+from connect.lm import training as lm_training
 from connect.models import gpt2
+from connect.studies.finetune import analysis, plots
+from connect.studies.finetune import run as finetune
+from connect.studies.finetune.config import FinetuneConfig
 
 MODEL = gpt2.config("tiny", n_layer=1, n_embd=16, n_head=2, n_inner=32, n_positions=32)
 LRS = {"adamw": [1e-3], "muon": [1e-3], "lion": [1e-4], "sgd": [1e-2], "lora": [1e-2]}
@@ -35,13 +43,13 @@ def study(tmp_path_factory):
 def _cfg(root, **kw):
     base = dict(pretrained=[str(root / "adamw-run")], n_train=16, n_heldout=8, steps=3, batch_size=4, eval_every=2,
                 path_points=3, top_k=2, eval_batches=2, context=32, lora_rank=2, corpus=str(root / "corpus.txt"), lrs=LRS)
-    return finetune.FinetuneConfig(**{**base, **kw})
+    return FinetuneConfig(**{**base, **kw})
 
 
 def test_zero_step_finetune_forgets_nothing(study):
     cfg = _cfg(study, steps=0, methods=["adamw", "lora"], second_corpus=str(study / "corpus.txt"))
-    summary = finetune.run(cfg, str(study / "zero"), progress=False, plots=False)
-    points = finetune.load_points(str(study / "zero"))
+    summary = finetune.run(cfg, str(study / "zero"), progress=False)
+    points = analysis.load_points(str(study / "zero"))
     assert summary["n_points"] == len(points) == 2
     for p in points:
         assert p["forgetting"] == 0.0 and p["second_forgetting"] == 0.0 and p["task_loss"] == p["task_loss_before"]
@@ -53,8 +61,8 @@ def test_zero_step_finetune_forgets_nothing(study):
 def test_three_steps_each_method_records_everything_and_resumes(study):
     out = str(study / "run")
     cfg = _cfg(study)
-    finetune.run(cfg, out, progress=False, plots=False)
-    points = {p["method"]: p for p in finetune.load_points(out)}
+    finetune.run(cfg, out, progress=False)
+    points = {p["method"]: p for p in analysis.load_points(out)}
     assert set(points) == {"adamw", "muon", "lion", "sgd", "lora"}
     for m, p in points.items():
         assert p["pretraining_optimizer"] == "adamw" and p["done"]
@@ -64,8 +72,8 @@ def test_three_steps_each_method_records_everything_and_resumes(study):
         assert p["path"]["task_loss"][0] == p["task_loss_before"] and p["path"]["task_loss"][-1] == p["task_loss"]
         assert [c["step"] for c in p["curve"]] == [2, 3] and p["curve"][-1]["heldout_loss"] == pytest.approx(p["task_loss"], rel=1e-5)
         assert 0.0 <= p["task_accuracy"] <= 1.0 and p["path"]["corpus_barrier"] >= 0.0
-        assert len(p["path"]["spectral_norm"]["mlp/c_fc"]) == 3 and all(1.0 <= r <= 16.0 for r in p["path"]["stable_rank"]["attn/c_proj"])
-        assert set(p["delta_w"]) == {"attn/c_attn", "attn/c_proj", "mlp/c_fc", "mlp/c_proj"}
+        assert len(p["path"]["spectral_norm"]["mlp.c_fc"]) == 3 and all(1.0 <= r <= 16.0 for r in p["path"]["stable_rank"]["attn.c_proj"])
+        assert set(p["delta_w"]) == set(p["path"]["stable_rank"]) == set(gpt2.LAYER_MATRICES)  # the family's naming
         assert set(p["activation_norms"]) >= {"residual_rms", "mlp_hidden_rms", "residual_max_abs"}
         for d in p["delta_w"].values():
             assert d["frobenius"][0] > 0 and 0.0 <= d["top_k_alignment"][0] <= 1.0 + 1e-6
@@ -74,7 +82,7 @@ def test_three_steps_each_method_records_everything_and_resumes(study):
                 assert d["stable_rank"][0] <= 2.0 + 1e-4
     assert points["lora"]["n_trainable"] < points["adamw"]["n_trainable"]
     w_pre = np.asarray(lm_training.load(str(study / "adamw-run"))[0]["h"]["mlp"]["c_fc"]["kernel"], np.float64)
-    np.testing.assert_allclose(points["sgd"]["path"]["spectral_norm"]["mlp/c_fc"][0],
+    np.testing.assert_allclose(points["sgd"]["path"]["spectral_norm"]["mlp.c_fc"][0],
                                np.mean([np.linalg.norm(w, 2) for w in w_pre]), rtol=1e-5)  # t = 0 is the pretrained model
     summary = json.loads(open(os.path.join(out, "summary.json")).read())
     assert summary["studies"][0]["at_equal_accuracy"]["best"] in points
@@ -82,12 +90,12 @@ def test_three_steps_each_method_records_everything_and_resumes(study):
     files = sorted(os.listdir(os.path.join(out, "points")))
     stamps = {f: os.stat(os.path.join(out, "points", f)).st_mtime_ns for f in files}
     os.remove(os.path.join(out, "points", files[0]))
-    finetune.run(cfg, out, progress=False, plots=False)  # resume: only the deleted point is recomputed
+    finetune.run(cfg, out, progress=False)  # resume: only the deleted point is recomputed
     assert sorted(os.listdir(os.path.join(out, "points"))) == files
     assert all(os.stat(os.path.join(out, "points", f)).st_mtime_ns == stamps[f] for f in files[1:])
     with pytest.raises(UserError, match="started with steps = 3"):
-        finetune.run(_cfg(study, steps=4), out, progress=False, plots=False)
-    figures = finetune.plot(out)
+        finetune.run(_cfg(study, steps=4), out, progress=False)
+    figures = plots.plot(out)
     assert {os.path.basename(f) for f in figures} >= {"pareto.png", "learning_curves.png", "delta_w.png"}
 
 
@@ -95,10 +103,10 @@ def test_pareto_front_hand_made_and_brute_force():
     pts = [{"forgetting": f, "task_accuracy": a, "task_loss": 1 - a} for f, a in
            [(0.1, 0.5), (0.2, 0.4), (0.05, 0.2), (0.3, 0.9), (0.1, 0.5), (0.0, 0.1), (0.25, 0.9)]]
     # (0.2, 0.4) is dominated by (0.1, 0.5); (0.3, 0.9) by (0.25, 0.9); the repeated (0.1, 0.5) keeps its first copy
-    assert finetune.pareto_front(pts) == [5, 2, 0, 6]
-    assert finetune.pareto_front(pts, y="task_loss", maximize_y=False) == [5, 2, 0, 6]
+    assert analysis.pareto_front(pts) == [5, 2, 0, 6]
+    assert analysis.pareto_front(pts, y="task_loss", maximize_y=False) == [5, 2, 0, 6]
     diverged = pts + [{"forgetting": float("nan"), "task_accuracy": 1.0, "task_loss": float("nan")}]
-    assert finetune.pareto_front(diverged) == [5, 2, 0, 6]  # a diverged run is on no front and hides none
+    assert analysis.pareto_front(diverged) == [5, 2, 0, 6]  # a diverged run is on no front and hides none
     rng = np.random.default_rng(0)
     for _ in range(20):
         xy = rng.integers(0, 6, (12, 2)).astype(float)
@@ -106,34 +114,90 @@ def test_pareto_front_hand_made_and_brute_force():
         brute = {i for i in range(12) if not any(
             (xy[j, 0] <= xy[i, 0] and xy[j, 1] >= xy[i, 1] and (xy[j] != xy[i]).any()) or ((xy[j] == xy[i]).all() and j < i)
             for j in range(12))}
-        assert set(finetune.pareto_front(rows)) == brute
+        assert set(analysis.pareto_front(rows)) == brute
 
 
 def test_least_forgetting_at_equal_performance_hand_made():
     rows = [{"method": "adamw", "forgetting": 0.1, "task_accuracy": 0.6}, {"method": "adamw", "forgetting": 0.3, "task_accuracy": 0.9},
             {"method": "muon", "forgetting": 0.05, "task_accuracy": 0.3}, {"method": "muon", "forgetting": 0.2, "task_accuracy": 0.7}]
-    r = finetune.least_forgetting_at_equal_performance(rows)
+    r = analysis.least_forgetting_at_equal_performance(rows)
     assert r["target"] == 0.7 and r["forgetting"] == {"adamw": 0.3, "muon": 0.2} and r["best"] == "muon"
     # along adamw's front (0.1, 0.6) -> (0.3, 0.9), accuracy 0.7 is reached at forgetting 0.1 + 0.2/3
     assert r["interpolated"] == pytest.approx({"adamw": 0.1 + 0.2 / 3, "muon": 0.2}) and r["best_interpolated"] == "adamw"
     rows.append({"method": "sgd", "forgetting": float("nan"), "task_accuracy": 1.0})
-    assert finetune.least_forgetting_at_equal_performance(rows) == r
+    assert analysis.least_forgetting_at_equal_performance(rows) == r
 
 
 def test_delta_w_stats_against_numpy():
     rng = np.random.default_rng(1)
     pre = jax.tree.map(np.asarray, gpt2.init(jax.random.key(1), MODEL))
     post = jax.tree.map(lambda w: w + 0.01 * rng.standard_normal(w.shape).astype(np.float32), pre)
-    stats = finetune.delta_w_stats(pre, post, top_k=3)
+    stats = analysis.delta_w_stats(pre, post, top_k=3, model_cfg=MODEL)
     w = np.asarray(pre["h"]["mlp"]["c_fc"]["kernel"][0], np.float64)
     d = np.asarray(post["h"]["mlp"]["c_fc"]["kernel"][0], np.float64) - w
+    dq = np.asarray(post["h"]["attn"]["c_attn"]["kernel"][0], np.float64)[:, :16] - np.asarray(pre["h"]["attn"]["c_attn"]["kernel"][0], np.float64)[:, :16]
+    np.testing.assert_allclose(stats["attn.q"]["spectral_norm"][0], np.linalg.norm(dq, 2), rtol=1e-4)  # q alone, not q|k|v
     u, _, vt = np.linalg.svd(w)
     s = np.linalg.svd(d, compute_uv=False)
-    got = stats["mlp/c_fc"]
+    got = stats["mlp.c_fc"]
     np.testing.assert_allclose(got["top_k_alignment"][0], np.sum((u[:, :3].T @ d @ vt[:3].T) ** 2) / np.sum(d**2), rtol=1e-3)
     np.testing.assert_allclose(got["stable_rank"][0], np.sum(s**2) / s[0] ** 2, rtol=1e-4)
     np.testing.assert_allclose(got["spectral_norm"][0], s[0], rtol=1e-4)
     assert got["alignment_baseline"] == 9 / (16 * 32)
+
+
+def _numpy_activation_norms(params, x_NxT, valid_NxT, cfg):
+    """:func:`analysis.activation_norms`'s statistics from an independent float64 forward pass (vectorised numpy)."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    h, (N, T), D, H = p["h"], x_NxT.shape, cfg.n_embd, cfg.n_head
+
+    def ln(x, g, layer):
+        mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + cfg.layer_norm_epsilon) * g["scale"][layer] + g["bias"][layer]
+
+    def dense(x, d, layer):
+        return x @ d["kernel"][layer] + d["bias"][layer]
+
+    rms = lambda a: math.sqrt(np.sum(np.mean(a**2, -1) * valid_NxT) / valid_NxT.sum())  # noqa: E731
+    max_abs = lambda a: float(np.max(np.abs(a).max(-1) * valid_NxT))  # noqa: E731
+    out = {k: [] for k in ("residual_rms", "residual_max_abs", "attn_out_rms", "mlp_hidden_rms", "mlp_out_rms")}
+    x = p["wte"][x_NxT] + p["wpe"][:T]
+    for layer in range(cfg.n_layer):
+        out["residual_rms"].append(rms(x))
+        out["residual_max_abs"].append(max_abs(x))
+        q, k, v = (a.reshape(N, T, H, D // H) for a in np.split(dense(ln(x, h["ln_1"], layer), h["attn"]["c_attn"], layer), 3, -1))
+        scores = np.where(np.tril(np.ones((T, T), bool)), np.einsum("nthd,nshd->nhts", q, k) / math.sqrt(D // H), -np.inf)
+        w = np.exp(scores - scores.max(-1, keepdims=True))
+        attn = dense(np.einsum("nhts,nshd->nthd", w / w.sum(-1, keepdims=True), v).reshape(N, T, D), h["attn"]["c_proj"], layer)
+        z = dense(ln(x + attn, h["ln_2"], layer), h["mlp"]["c_fc"], layer)
+        hidden = 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z**3)))
+        mlp = dense(hidden, h["mlp"]["c_proj"], layer)
+        out["attn_out_rms"].append(rms(attn))
+        out["mlp_hidden_rms"].append(rms(hidden))
+        out["mlp_out_rms"].append(rms(mlp))
+        x = x + attn + mlp
+    return {**out, "final_residual_rms": rms(x), "final_residual_max_abs": max_abs(x)}
+
+
+def test_activation_norms_against_numpy():
+    cfg = gpt2.config(MODEL, n_layer=2)
+    rng = np.random.default_rng(2)
+    params = jax.tree.map(lambda w: w + 0.2 * rng.standard_normal(w.shape).astype(np.float32), gpt2.init(jax.random.key(2), cfg))
+    enc = tasks.encode(tasks.make("arithmetic", seed=0, n_train=4, n_heldout=6).heldout, 32)
+    valid_NxT = np.arange(32)[None, :] < (enc.prompt_len_N + enc.answer_len_N - 1)[:, None]
+    assert 0 < valid_NxT.sum() < valid_NxT.size  # the pad positions are really left out
+    got = analysis.activation_norms(params, cfg, enc)
+    want = _numpy_activation_norms(params, np.asarray(enc.x_NxT), valid_NxT, cfg)
+    assert set(got) == set(want) and all(len(got[k]) == 2 for k in want if not k.startswith("final"))
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=2e-5, err_msg=k)
+
+
+def test_run_module_loads_no_matplotlib():
+    code = ("import sys; from connect.studies.finetune import analysis, config, run; "
+            "assert 'matplotlib' not in sys.modules, sorted(m for m in sys.modules if 'matplotlib' in m)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert "matplotlib" not in open(finetune.__file__).read()  # not even a lazy import
 
 
 def test_bad_input_is_a_user_error(study):
@@ -142,18 +206,18 @@ def test_bad_input_is_a_user_error(study):
     with pytest.raises(UserError, match="unknown finetuning method"):
         _cfg(study, methods=["adam"]).validate()
     with pytest.raises(UserError, match="unknown task"):
-        finetune.run(_cfg(study, task="sudoku", methods=["adamw"]), str(study / "bad"), progress=False, plots=False)
+        finetune.run(_cfg(study, task="sudoku", methods=["adamw"]), str(study / "bad"), progress=False)
     with pytest.raises(UserError, match="exceeds min"):
-        finetune.run(_cfg(study, lora_rank=99, methods=["lora"]), str(study / "bad2"), progress=False, plots=False)
+        finetune.run(_cfg(study, lora_rank=99, methods=["lora"]), str(study / "bad2"), progress=False)
 
 
 def test_experiment_config_tables_load_and_validate():
     path = os.path.join(os.path.dirname(__file__), "..", "experiments", "finetune_consistency.toml")
     for table, n_lrs in (("finetune", 5), ("tiny", 4)):
-        cfg = finetune.load_config(path, table, pretrained=["runs/a"]).validate()
+        cfg = config.load(FinetuneConfig, path, variant=None if table == "finetune" else table, overrides={"pretrained": ["runs/a"]})
         assert all(len(cfg.lr_grid(m)) == n_lrs for m in cfg.methods) and set(cfg.methods) == {"adamw", "muon", "lion", "sgd", "lora"}
-    tiny, default = finetune.load_config(path, "tiny", pretrained=["runs/a"]), finetune.FinetuneConfig(pretrained=["runs/a"])
+    tiny, default = config.load(FinetuneConfig, path, variant="tiny", overrides={"pretrained": ["runs/a"]}), FinetuneConfig(pretrained=["runs/a"])
     differ = {k for k, v in default.to_dict().items() if tiny.to_dict()[k] != v}
     assert differ == {"data_sizes", "size_method", "size_lr"}  # the defaults are the tiny table without the size comparison
     with pytest.raises(UserError, match="no \\[huge\\] table"):
-        finetune.load_config(path, "huge")
+        config.load(FinetuneConfig, path, variant="huge")

@@ -1,5 +1,5 @@
 """``connect study finetune``: flags over the TOML table over the defaults; a tiny run prints the
-least-forgetting ranking and writes its points; bad input is one line and exit code 2."""
+least-forgetting ranking and writes its points and figures; bad input is one line and exit code 2."""
 
 import json
 import os
@@ -8,8 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from connect import checkpoints, cli, finetune, finetune_commands
+from connect import checkpoints, cli
+from connect.cli import finetune as finetune_commands
 from connect.models import gpt2
+from connect.studies.finetune import analysis
 
 MODEL = gpt2.config("tiny", n_layer=1, n_embd=16, n_head=2, n_inner=32, n_positions=32)
 SMALL = ["--n-train", "8", "--n-heldout", "4", "--steps", "2", "--batch-size", "4", "--eval-every", "2", "--path-points", "2",
@@ -51,18 +53,19 @@ def test_tiny_run_prints_the_ranking(pretrained, capsys):
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
     assert "2 points" in text and "pretrained muon, arithmetic" in text
-    points = finetune.load_points(out)
+    points = analysis.load_points(out)
     study = json.load(open(os.path.join(out, "summary.json")))["studies"][0]
     first = text.splitlines()[1]  # at equal task loss, least forgetting first
     assert "task_loss" in first and first.split(": ", 1)[1].split()[0] == study["at_equal_loss"]["best_interpolated"]
     assert {p["method"] for p in points} == {"adamw", "muon"}
+    assert os.path.isfile(os.path.join(out, "figures", "pareto.png"))  # the command draws what run() wrote
 
 
 @pytest.mark.parametrize("extra, needle", [
     (["--task", "sudoku"], "task"),
     (["--lora-rank", "64", "--methods", "lora"], "rank"),
     (["--lrs", "adamw=-1e-3", "--methods", "adamw"], "not positive"),
-    (["--lrs", "adamw"], "METHOD=LR"),
+    (["--lrs", "adamw"], "NAME=VALUE"),
     (["--table", "tiny"], "--config"),
 ])
 def test_bad_input_is_one_line(pretrained, tmp_path, capsys, extra, needle):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from connect import huggingface as hf
 from connect.errors import UserError
+from connect.lm import huggingface as hf
 from connect.models import gpt2
 
 CFG = gpt2.config("tiny", vocab_size=40, n_positions=12, n_embd=16, n_head=2, n_inner=24)

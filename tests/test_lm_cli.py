@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from connect import checkpoints, cli, config, corpus, huggingface, lm_training
+from connect import checkpoints, cli
+from connect.cli import options
+from connect.lm import corpus, huggingface
+from connect.lm import training as lm_training
+from connect.lm.config import TrainLMConfig
 
 OVERRIDES = ["n_layer=1", "n_embd=16", "n_head=2", "n_inner=32"]
 
@@ -143,7 +147,7 @@ def test_help_documents_every_option_and_resuming(capsys):
         cli.main(["train-lm", "--help"])
     assert e.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    for f in config.TrainLMConfig().to_dict():
+    for f in TrainLMConfig().to_dict():
         assert "--" + f.replace("_", "-") in out, f
     assert "Rerunning the same command on the same --out resumes" in out
 
@@ -153,10 +157,10 @@ def test_flags_override_the_config_file(tmp_path):
     toml.write_text('[train_lm]\noptimizer = "muon"\nsteps = 7\nseeds = [4, 5]\n[train_lm.model_overrides]\nn_layer = 1\n')
     args = cli.build_parser().parse_args(["train-lm", "--config", str(toml), "--model-overrides", "n_embd=16",
                                           "--betas", "0.8", "0.99", "--steps", "9"])
-    cfg = cli.config_from_args(args, config.TrainLMConfig)
+    cfg = options.config_from_args(args, TrainLMConfig)
     assert cfg.optimizer == "muon" and cfg.steps == 9 and cfg.seeds == [4, 5] and cfg.betas == [0.8, 0.99]
     assert cfg.model_overrides == {"n_layer": 1, "n_embd": 16}
-    assert cfg.lr == config.TrainLMConfig().lr
+    assert cfg.lr == TrainLMConfig().lr
 
 
 def _bin_dir(tmp_path, train_ids, val_ids, dtype):

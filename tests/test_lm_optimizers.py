@@ -13,8 +13,9 @@ import numpy as np
 import optax
 import pytest
 
-from connect import optimizers, schedules, training
+from connect import optimizers, schedules
 from connect.errors import UserError
+from connect.twolayer import training
 
 L, D, F, V, P = 2, 8, 32, 11, 6  # c_fc is (8, 32): shape factor s = sqrt(32/8) = 2
 
@@ -250,14 +251,14 @@ def test_bad_arguments_are_user_errors(kwargs, match):
         optimizers.make_lm(args.pop("name"), _random(0), **args)
 
 
-def test_default_matrices_are_the_gpt2_models():
-    """On the real tiny GPT-2 (default ``matrices``): the decay-only update of a zero gradient puts the model's
+def test_gpt2_matrices_split_the_gpt2_model():
+    """On the real tiny GPT-2 (``matrices`` = its MUON_MATRICES): the decay-only update of a zero gradient puts the model's
     MUON_MATRICES at ``lr``, wte/wpe/lm_head at ``aux_lr``, LayerNorm gains and biases at 0; Muon traces."""
     gpt2 = pytest.importorskip("connect.models.gpt2")
     cfg = gpt2.config("tiny")
     params = gpt2.init(jax.random.key(0), cfg)
     lr, aux_lr, wd = 0.02, 0.005, 0.3
-    opt = optimizers.make_lm("sgd", params, lr=lr, aux_lr=aux_lr, weight_decay=wd)
+    opt = optimizers.make_lm("sgd", params, lr=lr, aux_lr=aux_lr, weight_decay=wd, matrices=gpt2.MUON_MATRICES)
     u, _ = jax.jit(opt.update)(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
     groups = {"hidden": set(), "matrix": set(), "plain": set()}
     for path, got in jax.tree_util.tree_leaves_with_path(u):
@@ -270,6 +271,6 @@ def test_default_matrices_are_the_gpt2_models():
     assert groups["hidden"] == set(gpt2.MUON_MATRICES)
     assert groups["matrix"] == {("wte",), ("wpe",), ("lm_head",)}
     assert all(names[-1] in ("scale", "bias") for names in groups["plain"])
-    muon = optimizers.make_lm("muon", params, lr=lr)
+    muon = optimizers.make_lm("muon", params, lr=lr, matrices=gpt2.MUON_MATRICES)
     out = jax.eval_shape(muon.update, params, jax.eval_shape(muon.init, params), params)[0]
     assert jax.tree.map(lambda x: x.shape, out) == jax.tree.map(jnp.shape, params)

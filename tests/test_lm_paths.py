@@ -14,9 +14,11 @@ import numpy as np
 import optax
 import pytest
 
-from connect import lm_paths, lm_training, paths
-from connect.alignment import gpt2 as align_gpt2
+from connect import paths
 from connect.errors import UserError
+from connect.lm import alignment as align_gpt2
+from connect.lm import paths as lm_paths
+from connect.lm import training as lm_training
 from connect.models import gpt2
 
 CFG = gpt2.config("tiny", vocab_size=32, n_positions=8, n_embd=16, n_layer=2, n_head=2, n_inner=32)
@@ -132,7 +134,7 @@ def test_spectra_along_a_path_equal_numpy_svd(chain):
     lam = 0.5
     out = lm_paths.spectra_along_path("polychain", chain, CFG, TS[:3], weight_decay=lam)
     d, f = CFG.n_embd, CFG.n_inner
-    assert out["names"] == lm_paths.matrix_names(CFG) and len(out["names"]) == 6 * CFG.n_layer + 3
+    assert out["names"] == gpt2.matrix_names(CFG) and len(out["names"]) == 6 * CFG.n_layer + 3
     nodes = jax.tree.map(lambda x: np.asarray(x, np.float64), chain)
     meds = {k: [] for k in out["median"]}
     for i, t in enumerate(TS[:3].astype(np.float64)):
@@ -184,7 +186,7 @@ def _markov_tokens(n, seed):
 
 
 def _train(tokens, steps=100):
-    from connect import corpus
+    from connect.lm import corpus
 
     xs, ys = zip(*(corpus.batch(tokens, 0, k, 16, CTX) for k in range(steps)))
     opt = optax.adam(3e-2)
@@ -235,7 +237,8 @@ SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optax
     jax.config.update("jax_numpy_rank_promotion", "raise")
     from jax.sharding import Mesh
-    from connect import lm_paths, paths
+    from connect import paths
+    from connect.lm import paths as lm_paths
     from connect.models import gpt2
     assert jax.device_count() == 8, jax.devices()
     cfg = gpt2.config("tiny", vocab_size=32, n_positions=8, n_embd=16, n_layer=1, n_head=2, n_inner=32)
@@ -294,8 +297,8 @@ def test_bad_inputs_are_one_line_user_errors(pair, chain):
         (lambda: lm_paths.check_pair(a, CFG, b, gpt2.config(CFG, n_inner=64)), "different GPT-2 configs \\(n_inner 32 vs 64\\)"),
         (lambda: lm_paths.check_pair(a, CFG, {**b, "wte": b["wte"][:, :8]}, CFG), "second checkpoint's wte has shape \\(32, 8\\)"),
         (lambda: lm_paths.spectra_along_path("polychain", chain, CFG, names=["h.2.attn.q"]), "no matrix 'h.2.attn.q'"),
-        (lambda: lm_paths.named_matrices(a, gpt2.config(CFG, tie_word_embeddings=True), ["lm_head"]), "no matrix 'lm_head'"),
-        (lambda: lm_paths.named_matrices({k: v for k, v in a.items() if k != "lm_head"}, CFG), "checkpoint has no lm_head"),
+        (lambda: gpt2.matrices(a, gpt2.config(CFG, tie_word_embeddings=True), ["lm_head"]), "no matrix 'lm_head'"),
+        (lambda: gpt2.matrices({k: v for k, v in a.items() if k != "lm_head"}, CFG), "checkpoint has no lm_head"),
         (lambda: lm_paths.path_losses("linear", chain, CFG, tokens, [0.0], batch_size=2, context=16), "context 16 is longer"),
         (lambda: lm_paths.learn_path(a, b, "spline", CFG, tokens), "unknown path kind"),
         (lambda: paths.fit("polychain", {"x": jnp.zeros(2)}, {"x": jnp.ones(2)}, lambda p: jnp.sum(p["x"]), optax.sgd(0.1),
@@ -306,3 +309,22 @@ def test_bad_inputs_are_one_line_user_errors(pair, chain):
             fn()
         assert "\n" not in str(e.value)
     assert lm_paths.check_pair(a, CFG, b, CFG) == CFG
+
+
+def test_between_two_checkpoint_directories_in_one_call(pair, tmp_path):
+    """``lm_paths.between``: loads two Hugging Face directories, its curve's ends are the models' own val
+    losses on the same windows, and an aligned learned chain keeps both ends."""
+    from connect.lm import corpus, huggingface
+
+    a, b = pair
+    for name, p in (("a", a), ("b", b)):
+        huggingface.save_pretrained(p, CFG, str(tmp_path / name))
+    data = corpus.Corpus("random", _tokens(600, 3), _tokens(200, 4), CFG.vocab_size, "bytes")
+    out = lm_paths.between(str(tmp_path / "a"), str(tmp_path / "b"), data=data, ts_T=TS)
+    want = [lm_training.evaluate(p, CFG, data.val, batch_size=8, context=CTX, max_batches=16) for p in (a, b)]
+    np.testing.assert_allclose([out["loss"][0], out["loss"][-1]], want, rtol=1e-5)
+    assert out["barrier"] == pytest.approx(float(np.max(np.asarray(out["loss"]) - ((1 - TS) * want[0] + TS * want[1]))), abs=1e-5)
+    assert out["path_optimizer"] == "adamw" and out["alignment"] is None  # Hugging Face directories record no optimizer
+    bent = lm_paths.between(str(tmp_path / "a"), str(tmp_path / "b"), "polychain", data=data, ts_T=TS, align=True, steps=2)
+    assert len(bent["objective"]) == 2 and bent["alignment"]["architecture_changes"]
+    np.testing.assert_allclose([bent["loss"][0], bent["loss"][-1]], want, rtol=1e-4)  # alignment keeps each model's function

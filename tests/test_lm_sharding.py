@@ -17,11 +17,13 @@ SCRIPT = textwrap.dedent("""
     import jax
     import numpy as np
     jax.config.update("jax_numpy_rank_promotion", "raise")
-    from connect import config, lm_training
+    from connect import config
+    from connect.lm.config import TrainLMConfig
+    from connect.lm import training as lm_training
 
     text_dir, out = sys.argv[1], sys.argv[2]
     assert jax.device_count() == 8, jax.devices()
-    cfg = config.TrainLMConfig(model_overrides={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_inner": 64}, data=text_dir,
+    cfg = TrainLMConfig(model_overrides={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_inner": 64}, data=text_dir,
                                val_fraction=0.2, context=16, batch_size=16, grad_accum=2, steps=3, eval_every=0,
                                eval_batches=2, checkpoint_every=0, log_every=1, seeds=[0, 1], compute_dtype="float32",
                                optimizer="sgd", lr=0.1, clip_norm=0.0)

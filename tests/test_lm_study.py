@@ -11,9 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from connect import checkpoints, cli, corpus, lm_plots, lm_study, lm_training, study_commands
+from connect import checkpoints, cli, config
 from connect.errors import UserError
+from connect.lm import corpus
+from connect.lm import training as lm_training
 from connect.models import gpt2
+from connect.studies.gpt2_connectivity import config as study_config
+from connect.studies.gpt2_connectivity import plots as lm_plots
+from connect.studies.gpt2_connectivity import run as lm_study
 
 TOML = os.path.join(os.path.dirname(__file__), "..", "experiments", "gpt2_connectivity.toml")
 MICRO = {"seeds": 2, "pairs_per_type": 1, "path_steps": 3, "eval_batches": 2, "eval_batch_size": 4, "plane_points": 3,
@@ -74,10 +79,10 @@ def test_killed_study_resumes_and_writes_every_table_and_figure(study):
             assert os.path.getsize(os.path.join(out, "figures", f"{name}.{ext}")) > 1000
     for name in lm_plots.TABLES:
         assert os.path.getsize(os.path.join(out, "tables", f"{name}.md")) > 100
-    assert res["ood_corpus"] == lm_study.EMBEDDED_OOD
+    assert res["ood_corpus"] == study_config.EMBEDDED_OOD
     # the same directory with another config is refused in one line
     with pytest.raises(UserError, match="was started with seeds = 2"):
-        lm_study.run(lm_study.load_config(TOML, tiny=True, overrides={**MICRO, "seeds": 3}), out, progress=False)
+        lm_study.run(config.load(study_config.StudyConfig, TOML, variant="tiny", overrides={**MICRO, "seeds": 3}), out, progress=False)
 
 
 def test_tables_equal_numpy_recomputation_from_the_curves(study):
@@ -101,7 +106,7 @@ def test_tables_equal_numpy_recomputation_from_the_curves(study):
 def test_endpoint_losses_and_spectra_match_the_checkpoints(study):
     out, _ = study
     res = lm_plots.load_results(out)
-    cfg = lm_study.load_config(TOML, tiny=True, overrides=MICRO)
+    cfg = config.load(study_config.StudyConfig, TOML, variant="tiny", overrides=MICRO)
     data = corpus.load(None)
     pair = next(p for p in res["pairs"] if p["pair_type"] == "adamw-muon")
     raw_linear = next(r for r in pair["paths"] if (r["alignment"], r["path"]) == ("raw", "linear"))
@@ -119,20 +124,20 @@ def test_endpoint_losses_and_spectra_match_the_checkpoints(study):
                                [raw_linear["curve"]["loss"][0], raw_linear["curve"]["loss"][-1]], rtol=1e-4)
     assert pair["alignment_report"][-1]["distance"] < pair["alignment_report"][0]["distance"]
     # `connect paths` learns bends with the optimizer the endpoints' checkpoints record
-    assert [study_commands._recorded_optimizer(os.path.join(out, "train", o, "seed-1")) for o in ("adamw", "muon")] == ["adamw", "muon"]
+    assert [checkpoints.recorded_optimizer(os.path.join(out, "train", o, "seed-1")) for o in ("adamw", "muon")] == ["adamw", "muon"]
     planes = [pl for p in res["pairs"] for pl in p["planes"]]
     assert len(planes) == 3 * 2 and all(np.asarray(pl["loss"]).shape == (3, 3) for pl in planes)
 
 
 def test_pairs_same_then_cross_with_distinct_seeds_first():
-    cfg = lm_study.config_from_dict({"seeds": 3, "pairs_per_type": 0, "train": {"model": "tiny"}})
+    cfg = config.from_dict({"seeds": 3, "pairs_per_type": 0, "train": {"model": "tiny"}}, cls=study_config.StudyConfig).validate()
     got = lm_study.pairs(cfg)
     assert got[:6] == [("adamw", 0, "adamw", 1), ("adamw", 0, "adamw", 2), ("adamw", 1, "adamw", 2),
                        ("muon", 0, "muon", 1), ("muon", 0, "muon", 2), ("muon", 1, "muon", 2)]
     cross = got[6:]
     assert sorted(cross) == sorted(("adamw", i, "muon", j) for i in range(3) for j in range(3))
     assert [c[3] for c in cross[:3]] == [0, 1, 2]  # the first n cross pairs use every seed once
-    assert len(lm_study.pairs(lm_study.config_from_dict({"seeds": 3, "pairs_per_type": 2, "train": {"model": "tiny"}}))) == 6
+    assert len(lm_study.pairs(config.from_dict({"seeds": 3, "pairs_per_type": 2, "train": {"model": "tiny"}}, cls=study_config.StudyConfig).validate())) == 6
 
 
 _INIT = jax.jit(gpt2.init, static_argnums=1)
@@ -163,7 +168,7 @@ def test_connect_paths_prints_barriers_and_writes_json(ckpts, tmp_path, capsys):
     assert lines[0].split()[:4] == ["path", "alignment", "loss_A", "loss_B"]
     assert [ln.split()[:2] for ln in lines[1:3]] == [["linear", "raw"], ["linear", "aligned"]]  # learned paths: the study test
     res = json.loads(out.read_text())
-    assert res["t"] == [0.0, 0.5, 1.0] and res["ood_corpus"] == lm_study.EMBEDDED_OOD
+    assert res["t"] == [0.0, 0.5, 1.0] and res["ood_corpus"] == study_config.EMBEDDED_OOD
     assert res["path_optimizer"] == "adamw"  # the checkpoints record no optimizer
     lin = res["paths"][0]["curve"]
     # independent: the midpoint of the line evaluated by lm_training.evaluate

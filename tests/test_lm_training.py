@@ -11,8 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from connect import checkpoints, config, corpus, lm_training
+from connect import checkpoints, config
 from connect.errors import UserError
+from connect.lm import corpus, flops
+from connect.lm import training as lm_training
+from connect.lm.config import TrainLMConfig
 from connect.models import gpt2
 
 SMALL = {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_inner": 64}
@@ -37,7 +40,7 @@ def text_dir(tmp_path_factory):
 def _cfg(text_dir, **over):
     base = dict(model_overrides=SMALL, data=text_dir, val_fraction=0.2, context=16, batch_size=4, steps=6,
                 eval_every=3, eval_batches=2, checkpoint_every=3, log_every=1, seeds=[0], compute_dtype="float32")
-    return config.TrainLMConfig(**{**base, **over})
+    return TrainLMConfig(**{**base, **over})
 
 
 def _rows(path):
@@ -132,7 +135,7 @@ def test_run_directory_describes_itself(tmp_path, text_dir):
     out = tmp_path / "run"
     summary = lm_training.train(_cfg(text_dir, checkpoint_every=2, keep_checkpoints=1), str(out), progress=False)
     stored = json.loads((out / "config.json").read_text())
-    assert {k: stored[k] for k in config.TrainLMConfig().to_dict()} == json.loads(json.dumps(_cfg(text_dir, checkpoint_every=2, keep_checkpoints=1).to_dict()))
+    assert {k: stored[k] for k in TrainLMConfig().to_dict()} == json.loads(json.dumps(_cfg(text_dir, checkpoint_every=2, keep_checkpoints=1).to_dict()))
     assert stored["resolved"]["model_config"]["n_embd"] == 32 and stored["resolved"]["compute_dtype"] == "float32"
     assert checkpoints.complete_steps(str(out / "seed-0" / "ckpt")) == [6]  # older ones pruned
     rows = _rows(out / "seed-0" / "metrics.jsonl")
@@ -148,7 +151,7 @@ def test_run_directory_describes_itself(tmp_path, text_dir):
 
 
 def test_load_reads_hugging_face_directories(tmp_path):
-    from connect import huggingface
+    from connect.lm import huggingface
 
     model_cfg = gpt2.config("tiny", **SMALL)
     params = gpt2.init(jax.random.key(1), model_cfg)
@@ -165,8 +168,8 @@ def test_flops_per_token_counts_the_matmuls():
     cfg = gpt2.config("tiny")
     V, D, L, F, T = 256, 64, 2, 256, 64
     n = L * (4 * D * D + 2 * D * F + 3 * D + D + F + D + 4 * D) + 2 * D + V * D
-    assert lm_training.n_params(cfg) == n
-    assert lm_training.flops_per_token(cfg, T) == 6 * n + 12 * L * T * D
+    assert flops.n_params(cfg) == n
+    assert flops.flops_per_token(cfg, T) == 6 * n + 12 * L * T * D
 
 
 @pytest.mark.parametrize("over, needle", [
@@ -185,19 +188,18 @@ def test_flops_per_token_counts_the_matmuls():
 ])
 def test_impossible_configs_fail_in_one_line(over, needle):
     with pytest.raises(UserError, match=needle) as e:
-        config.TrainLMConfig(**over).validate()
+        TrainLMConfig(**over).validate()
     assert "\n" not in str(e.value)
 
 
 def test_config_files_load(tmp_path):
     here = os.path.join(os.path.dirname(__file__), "..", "experiments")
     for name in ("gpt2_tiny.toml", "gpt2_seed_paper.toml"):
-        values = config.load_toml(os.path.join(here, name), config.TrainLMConfig)
-        config.from_dict(values, name, cls=config.TrainLMConfig).validate()
+        config.load(TrainLMConfig, os.path.join(here, name))
     toml = tmp_path / "c.toml"
     toml.write_text('[train_lm]\nseeds = [2, 5]\nbetas = [0.85, 0.999]\n[train_lm.model_overrides]\nn_layer = 1\n')
-    cfg = config.from_dict(config.load_toml(str(toml), config.TrainLMConfig), str(toml), cls=config.TrainLMConfig)
+    cfg = config.load(TrainLMConfig, str(toml))
     assert cfg.seeds == [2, 5] and cfg.betas == [0.85, 0.999] and cfg.model_overrides == {"n_layer": 1}
     assert cfg.model_config().n_layer == 1
     with pytest.raises(UserError, match="unknown option 'widths'"):
-        config.from_dict({"widths": [2]}, "x", cls=config.TrainLMConfig)
+        config.from_dict({"widths": [2]}, "x", cls=TrainLMConfig)

@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from connect import lora
 from connect.errors import UserError
+from connect.lm import lora
 from connect.models import gpt2
 
 CFG = gpt2.config("tiny", n_layer=2, n_embd=16, n_head=2, n_inner=32, n_positions=16)

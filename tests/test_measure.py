@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from connect import barrier, data, losses, measure, optimizers
+from connect import barrier, optimizers
 from connect.models import relu
+from connect.twolayer import data, losses, measure
 
 DATA = data.make(data.DataConfig(n_train=16, n_test=8, d_in=3))
 

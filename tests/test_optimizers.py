@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from connect import constraints, optimizers, training
+from connect import constraints, optimizers
 from connect.errors import UserError
+from connect.twolayer import training
 
 
 def _quadratic(target: dict):

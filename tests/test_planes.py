@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from connect import lm_training, planes
+from connect import planes
 from connect.errors import UserError
+from connect.lm import planes as lm_planes
+from connect.lm import training as lm_training
 from connect.models import gpt2
 
 CFG = gpt2.config("tiny", vocab_size=32, n_positions=8, n_embd=16, n_layer=1, n_head=2, n_inner=32)
@@ -51,7 +53,7 @@ def test_grid_losses_at_the_three_points_equal_evaluate(three):
     a, b, c = three
     tokens = np.random.default_rng(3).integers(0, CFG.vocab_size, CTX * 6 + 1).astype(np.uint16)
     kw = dict(batch_size=BATCH, context=CTX)
-    out = planes.plane_losses(a, b, c, CFG, tokens, n_points=3, margin=0.1, t_chunk=2, **kw)
+    out = lm_planes.plane_losses(a, b, c, CFG, tokens, n_points=3, margin=0.1, t_chunk=2, **kw)
     want = [lm_training.evaluate(p, CFG, tokens, **kw) for p in (a, b, c)]
     np.testing.assert_allclose(out["point_loss"], want, rtol=1e-5)
     assert np.ptp(want) > 0.05  # distinct models: the comparison can fail

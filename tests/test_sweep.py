@@ -6,21 +6,27 @@ import os
 
 import numpy as np
 import pytest
+import safetensors.numpy
 
-from connect import checkpoints, config, losses, sweep
+from connect import checkpoints, config
 from connect.models import relu
+from connect.studies.width_sweep import plots
+from connect.studies.width_sweep import run as sweep
+from connect.studies.width_sweep.config import WidthSweepConfig
+from connect.twolayer import losses
 
 TINY = {"widths": [2, 8], "optimizers": ["adamw", "muon"], "seeds": 2, "steps": 200, "path_steps": 30, "t_points": 5}
 
 
 def _cfg(**over):
-    return config.from_dict({**TINY, **over})
+    return config.from_dict({**TINY, **over}, cls=WidthSweepConfig)
 
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("sweep") / "run")
     rows = sweep.run(_cfg(), run_dir, progress=False)
+    plots.plot_run(run_dir)
     return run_dir, rows
 
 
@@ -58,7 +64,7 @@ def test_one_row_per_pair_path_alignment(full_run):
 def test_path_endpoints_are_the_checkpoints(full_run):
     """Endpoint losses in every row equal the loss of the saved checkpoint (alignment keeps B's function)."""
     run_dir, rows = full_run
-    from connect import data
+    from connect.twolayer import data
 
     ds = data.make(_cfg().data_config())
     loss = {}
@@ -78,17 +84,18 @@ def test_killed_and_resumed_sweep_gives_the_same_results(full_run, tmp_path, mon
     # Kill 1: in the middle of saving the second width's checkpoints.
     real_save, saved = checkpoints.save_checkpoint, []
 
-    def dying_save(path, params, metadata):
+    def dying_save(path, params, metadata, **kw):
         if len(saved) == 5:
             raise KeyboardInterrupt
         saved.append(path)
-        real_save(path, params, metadata)
+        real_save(path, params, metadata, **kw)
 
     monkeypatch.setattr(checkpoints, "save_checkpoint", dying_save)
     with pytest.raises(KeyboardInterrupt):
         sweep.run(_cfg(), run_dir, progress=False)
     monkeypatch.setattr(checkpoints, "save_checkpoint", real_save)
     assert not os.path.exists(os.path.join(run_dir, "results.json"))
+    finished = {p: _mtimes(p) for p in saved}  # resuming never rewrites these
     # Kill 2: while measuring the second width's pairs.
     real_measured = sweep.measured
 
@@ -114,13 +121,52 @@ def test_killed_and_resumed_sweep_gives_the_same_results(full_run, tmp_path, mon
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         keys = [(e["width"], e["optimizer"], e["seed"]) for e in map(json.loads, f)]
     assert sorted(keys) == sorted({(w, o, s) for w in (2, 8) for o in ("adamw", "muon") for s in (0, 1)})
+    assert {p: _mtimes(p) for p in finished} == finished
+    for name in os.listdir(os.path.join(run_dir_full, "checkpoints")):  # bit-identical arrays, readable without connect
+        with open(os.path.join(run_dir_full, "checkpoints", name, "params.safetensors"), "rb") as f1, \
+                open(os.path.join(run_dir, "checkpoints", name, "params.safetensors"), "rb") as f2:
+            assert f1.read() == f2.read(), name
+    with np.load(os.path.join(run_dir_full, "data.npz")) as z1, np.load(os.path.join(run_dir, "data.npz")) as z2:
+        assert z1.files == z2.files and all(np.array_equal(z1[k], z2[k]) for k in z1.files)
+
+
+def _mtimes(directory):
+    return {e: os.stat(os.path.join(directory, e)).st_mtime_ns for e in sorted(os.listdir(directory))}
+
+
+def test_run_directory_is_checkable_without_connect(full_run):
+    """numpy + safetensors alone recompute every checkpoint's training loss from data.npz and params.safetensors."""
+    run_dir, _ = full_run
+    with np.load(os.path.join(run_dir, "data.npz"), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    assert sorted(arrays) == ["X", "X_test", "y", "y_test"] and all(v.dtype == np.float32 for v in arrays.values())
+    from connect.twolayer import data
+
+    ds = data.make(_cfg().data_config())  # exactly the arrays trained on
+    for key, trained_on in (("X", ds.x_train), ("y", ds.y_train), ("X_test", ds.x_test), ("y_test", ds.y_test)):
+        np.testing.assert_array_equal(arrays[key], np.asarray(trained_on))
+    names = sorted(os.listdir(os.path.join(run_dir, "checkpoints")))
+    assert len(names) == 2 * 2 * 2
+    x, y = arrays["X"].astype(np.float64), arrays["y"].astype(np.float64)
+    for name in names:
+        ckpt = os.path.join(run_dir, "checkpoints", name)
+        p = safetensors.numpy.load_file(os.path.join(ckpt, "params.safetensors"))
+        assert sorted(p) == ["W", "a", "b"]
+        with open(os.path.join(ckpt, "metadata.json")) as f:
+            meta = json.load(f)
+        w, a, b = (p[k].astype(np.float64) for k in ("W", "a", "b"))
+        f_N = np.maximum(x @ w.T + b, 0.0) @ a
+        np.testing.assert_allclose(0.5 * np.mean((f_N - y) ** 2), meta["final_train_loss"], rtol=1e-6, atol=1e-6)
+        params, _ = checkpoints.load_checkpoint(ckpt)
+        assert params.keys() == p.keys() and all(np.array_equal(params[k], p[k]) for k in p)
+        assert all(params[k].dtype == p[k].dtype for k in p)
 
 
 def test_rerun_with_other_config_is_refused(full_run):
     from connect.errors import UserError
 
     run_dir, _ = full_run
-    with pytest.raises(UserError, match="different configuration"):
+    with pytest.raises(UserError, match="was started with steps = 200, not 201"):
         sweep.run(_cfg(steps=201), run_dir, progress=False)
 
 

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from connect import tasks
 from connect.errors import UserError
+from connect.lm import tasks
 from connect.models import gpt2
 
 CFG = gpt2.config("tiny", n_layer=1, n_embd=16, n_head=2, n_inner=32, n_positions=24)

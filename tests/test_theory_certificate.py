@@ -9,6 +9,8 @@ import scipy.optimize
 
 from theory import certificate as ce
 from theory import example as ex
+from theory import example_report as er
+from theory import wide_paths as wp
 
 THETA = np.deg2rad(ex.ANGLES_DEG)
 Y = np.asarray(ex.TARGETS)
@@ -183,20 +185,20 @@ def test_wide_paths_have_no_barrier(zero, width):
     reg = ex.regions(zero["configs"])
     a = next(k for k, q in zip(zero["configs"], reg) if q["in_box"])
     b = next(k for k, q in zip(zero["configs"], reg) if q["in_muon_full"])
-    out = ce.wide_path(a, b, width)
+    out = wp.wide_path(a, b, width)
     assert out["barrier"] <= 1e-12 and out["loss_T"].max() <= 1e-12
-    ends = [ce.embed(a["params"], s, width) for s in ((0, 1), (1, 0))]
+    ends = [wp.embed(a["params"], s, width) for s in ((0, 1), (1, 0))]
     got0 = {k: out["params_T"][k][0] for k in ("W", "a")}
     assert any(np.array_equal(got0["W"], e["W"]) and np.array_equal(got0["a"], e["a"]) for e in ends)
     slots_b = ((2, 3), (3, 2)) if width == 4 else ((1, 2), (2, 1))
     got1 = {k: out["params_T"][k][-1] for k in ("W", "a")}
-    assert any(np.allclose(got1["W"], ce.embed(b["params"], s, width)["W"], atol=0) for s in slots_b)
+    assert any(np.allclose(got1["W"], wp.embed(b["params"], s, width)["W"], atol=0) for s in slots_b)
     assert np.abs(np.diff(out["params_T"]["W"], axis=0)).max() < 0.05
     assert out["max_abs_c"] <= ce.covering_c()
 
 
 def test_claim_small_width_example():
-    res = ce.claim_small_width_example(n_grids=(256,))
+    res = er.claim_small_width_example(n_grids=(256,))
     assert res.passed, res.line()
     assert res.numbers["lower_N256"] > 0
 
@@ -204,8 +206,8 @@ def test_claim_small_width_example():
 def test_example_summary_is_plain_json():
     import json
 
-    res = ce.example_results(n_grids=(64,), widths=(2, 3), optimizers=("adamw",), seeds=(0,), steps=20)
-    out = json.loads(json.dumps(ce.example_summary(res)))
+    res = er.example_results(n_grids=(64,), widths=(2, 3), optimizers=("adamw",), seeds=(0,), steps=20)
+    out = json.loads(json.dumps(er.example_summary(res)))
     assert out["bounds"][0]["n_grid"] == 64 and out["bounds"][0]["lower"] <= out["bounds"][0]["upper"]
     assert set(out["barrier_by_width"]) == {"2", "3"} and out["barrier_by_width"]["3"]["upper"] <= 1e-12
     assert sum(out["runs"]["adamw"]["nearest_counts"].values()) == 1

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from connect import checkpoints, cli, losses, optimizers, training
+from connect import checkpoints, cli, optimizers
 from connect.models import relu
+from connect.twolayer import losses, training
 from theory import connectivity, verify
 
 
@@ -26,10 +27,50 @@ def _one_line_error(code, err, needle):
 
 def test_verify_writes_a_report(tmp_path, capsys):
     code, out, _ = _run(["theory", "verify", "--out", str(tmp_path), "--only", "F.7", "--quiet"], capsys)
-    assert code == 0 and "PASS F.7" in out
+    assert code == 0 and "PASS F.7" in out and "1/1 claims PASS, 0 FINDING, 0 FAIL" in out
     report = json.loads((tmp_path / "report.json").read_text())
     assert [r["claim"] for r in report["claims"]] == ["F.7"] and report["claims"][0]["passed"]
-    assert "1/1 claims PASS" in (tmp_path / "report.md").read_text()
+    assert report["claims"][0]["status"] == "PASS" and report["counts"] == {"PASS": 1, "FINDING": 0, "FAIL": 0}
+    md = (tmp_path / "report.md").read_text()
+    assert "1/1 claims PASS, 0 FINDING, 0 FAIL" in md and "| item | status | claim | time (s) |" in md and "| F.7 | PASS |" in md
+
+
+def _adamw_runs_outside(monkeypatch):
+    """AdamW's F.2 row without the training: its runs end at λ‖θ‖∞ = 1.022, 1.044, 1.255 (the finding)."""
+    from theory import optimizer_sets
+
+    def run(name, *, steps, seeds):
+        by_seed = [1.022, 1.044, 1.255][: len(seeds)]
+        return {"spectral": None, "linf": max(by_seed), "linf_by_seed": by_seed, "seeds": list(seeds), "final_loss": 0.0,
+                "eta_lambda": 0.006}
+
+    monkeypatch.setattr(optimizer_sets, "run", run)
+    monkeypatch.setattr(verify, "FIGURES", [])
+
+
+def test_a_finding_is_reported_and_does_not_fail_verify(tmp_path, monkeypatch, capsys):
+    _adamw_runs_outside(monkeypatch)
+    monkeypatch.setattr(verify, "CLAIMS", [("F.2", "theory.optimizer_sets", "claim_optimizer_ball", {"names": ("adamw",)}),
+                                           ("F.7", "theory.constructive", "claim_sqrt_schedule", {})])
+    code, out, _ = _run(["theory", "verify", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0, out
+    assert "FINDING F.2" in out and "1.022, 1.044, 1.255" in out and "PASS F.7" in out
+    assert "1/2 claims PASS, 1 FINDING, 0 FAIL" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [r["status"] for r in report["claims"]] == ["FINDING", "PASS"] and not report["claims"][0]["passed"]
+    assert report["counts"] == {"PASS": 1, "FINDING": 1, "FAIL": 0}
+    md = (tmp_path / "report.md").read_text()
+    assert "| F.2 | FINDING | adamw is not ball-invariant" in md and "| F.7 | PASS |" in md
+    assert "- **F.2** FINDING `theory.optimizer_sets.claim_optimizer_ball`" in md
+
+
+def test_a_failure_beside_a_finding_fails_verify(tmp_path, monkeypatch, capsys):
+    _adamw_runs_outside(monkeypatch)
+    monkeypatch.setattr(verify, "CLAIMS", [("F.2", "theory.optimizer_sets", "claim_optimizer_ball", {"names": ("adamw",)}),
+                                           ("F.0", "theory.constructive", "claim_sqrt_schedule", {"no_such_argument": 1})])
+    code, out, _ = _run(["theory", "verify", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 1 and "FINDING F.2" in out and "FAIL F.0" in out and "0/2 claims PASS, 1 FINDING, 1 FAIL" in out
+    assert "| F.0 | FAIL |" in (tmp_path / "report.md").read_text()
 
 
 def test_a_crashing_claim_is_a_reported_failure(tmp_path, monkeypatch, capsys):
@@ -38,12 +79,12 @@ def test_a_crashing_claim_is_a_reported_failure(tmp_path, monkeypatch, capsys):
     code, out, _ = _run(["theory", "verify", "--out", str(tmp_path), "--quiet"], capsys)
     assert code == 1 and "FAIL F.0" in out
     row = json.loads((tmp_path / "report.json").read_text())["claims"][0]
-    assert not row["passed"] and "no_such_argument" in row["numbers"]["error"]
+    assert not row["passed"] and row["status"] == "FAIL" and "no_such_argument" in row["numbers"]["error"]
 
 
 def test_a_failing_figure_is_a_reported_failure(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(verify, "CLAIMS", [("F.7", "theory.constructive", "claim_sqrt_schedule", {})])
-    monkeypatch.setattr(verify, "FIGURES", [("theory.example", "no_such_figure")])
+    monkeypatch.setattr(verify, "FIGURES", [("theory.example_report", "no_such_figure")])
     code, out, _ = _run(["theory", "verify", "--out", str(tmp_path), "--quiet"], capsys)
     assert code == 1 and "PASS F.7" in out and "FAIL figure" in out
     rows = json.loads((tmp_path / "report.json").read_text())["claims"]
@@ -179,7 +220,7 @@ def test_connect_trained_adamw_pair(tmp_path, capsys):
     res = json.loads(out_json.read_text())
     assert code == 0 and out.startswith("CONNECTED barrier=") and res["result"] == "CONNECTED"
     assert res["kind"] == "linf" and res["lam"] == 0.5 and not res["bias_folded"]
-    x, y = x.astype(np.float32).astype(np.float64), y.astype(np.float32).astype(np.float64)  # connect.data reads float32
+    x, y = x.astype(np.float32).astype(np.float64), y.astype(np.float32).astype(np.float64)  # connect.twolayer.data reads float32
     loss_a, loss_b = _numpy_loss(pa, x, y), _numpy_loss(pb, x, y)
     curve = np.asarray(res["path"]["loss"])
     assert curve[0] == pytest.approx(loss_a, rel=1e-9) and curve[-1] == pytest.approx(loss_b, rel=1e-9)

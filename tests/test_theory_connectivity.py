@@ -6,11 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from connect import barrier, losses, paths
+from connect import barrier, paths
 from connect.constraints import ConstraintSet
 from connect.errors import UserError
 from connect.models import relu
-from theory import connectivity, constructive
+from connect.twolayer import losses
+from theory import connectivity, constructive, geometry
 
 N, D = 4, 2
 
@@ -139,7 +140,7 @@ def test_box_reduction_obeys_the_lp_bound_and_stays_in_the_box():
 
 
 def test_claims_f1_and_f6_pass():
-    geo = connectivity.claim_geometry(n_random=10, n_brute=2)
+    geo = geometry.claim_geometry(n_random=10, n_brute=2)
     assert geo.passed, geo.line()
     res = connectivity.claim_connect()
     assert res.passed, res.line()

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from connect import barrier, losses
+from connect import barrier
 from connect.constraints import ConstraintSet
 from connect.models import relu
+from connect.twolayer import losses
 from theory import constructive
 
 TS = np.linspace(0.0, 1.0, 21)

@@ -13,7 +13,7 @@ import pytest
 
 from connect.constraints import ConstraintSet, muon_shape_factor
 from connect.errors import UserError
-from theory import convex, patterns
+from theory import convex, convex_claims, critical_widths, patterns, programs, recovery
 
 
 @pytest.fixture(autouse=True)
@@ -35,29 +35,29 @@ def test_c1_equals_best_of_many_gradient_descent_restarts():
     x, y = _data(2, 1)
     beta = 0.05
     d_PxN = patterns.enumerate_2d(x)
-    sol = convex.weight_decay_optimum(x, y, d_PxN, beta)
-    assert convex.penalised_loss(sol.network, x, y, beta) == pytest.approx(sol.value, rel=1e-6)
-    trained = [convex.penalised_loss(p, x, y, beta)
-               for p in convex._trained(x, y, 3, convex._wd_objective(beta), optax.sgd(0.3), range(24), 4000)]
+    sol = critical_widths.weight_decay_optimum(x, y, d_PxN, beta)
+    assert recovery.penalised_loss(sol.network, x, y, beta) == pytest.approx(sol.value, rel=1e-6)
+    trained = [recovery.penalised_loss(p, x, y, beta)
+               for p in convex_claims._trained(x, y, 3, convex_claims._wd_objective(beta), optax.sgd(0.3), range(24), 4000)]
     assert min(trained) >= sol.value * (1 - 1e-6)
     assert min(trained) == pytest.approx(sol.value, rel=1e-4)
     assert 1 <= sol.m_star <= sol.M_star <= len(x)  # a vertex has ≤ rank ≤ n blocks
-    assert convex.staircase_width(sol.m_star, sol.M_star, len(x)) == min(sol.m_star + sol.M_star, len(x) + 1)
+    assert critical_widths.staircase_width(sol.m_star, sol.M_star, len(x)) == min(sol.m_star + sol.M_star, len(x) + 1)
 
 
 def test_c1_second_solver_and_logistic_loss():
     x, y = _data(5, 1)
     d_PxN = patterns.enumerate_2d(x)
-    clarabel = convex.weight_decay_program(x, y, d_PxN, 0.1, solver="CLARABEL")
-    scs = convex.weight_decay_program(x, y, d_PxN, 0.1, solver="SCS")
+    clarabel = programs.weight_decay_program(x, y, d_PxN, 0.1, solver="CLARABEL")
+    scs = programs.weight_decay_program(x, y, d_PxN, 0.1, solver="SCS")
     assert clarabel[2] == "CLARABEL" and scs[2].startswith("SCS")
     assert scs[0] == pytest.approx(clarabel[0], rel=1e-4)
     # KKT: every block's dual value max_{v ∈ K, ‖v‖ ≤ 1} s λ*ᵀD X v is ≤ β, with equality on the used ones
-    sol = convex.weight_decay_optimum(x, y, d_PxN, 0.1)
+    sol = critical_widths.weight_decay_optimum(x, y, d_PxN, 0.1)
     assert sol.dual_ratio == pytest.approx(1.0, abs=1e-5)
     labels = np.where(y >= 0, 1.0, -1.0)
-    sol = convex.weight_decay_optimum(x, labels, d_PxN, 0.1, loss="logistic")
-    assert convex.penalised_loss(sol.network, x, labels, 0.1, "logistic") == pytest.approx(sol.value, rel=1e-6)
+    sol = critical_widths.weight_decay_optimum(x, labels, d_PxN, 0.1, loss="logistic")
+    assert recovery.penalised_loss(sol.network, x, labels, 0.1, "logistic") == pytest.approx(sol.value, rel=1e-6)
     # the zero network is feasible: value ≤ log 2
     assert sol.value <= math.log(2)
 
@@ -65,7 +65,7 @@ def test_c1_second_solver_and_logistic_loss():
 def test_vertex_supports_of_a_hand_polytope():
     """{α ≥ 0 : α₁ + α₃ = 1, α₂ + α₃ = 1} has vertices (1, 1, 0) and (0, 0, 1): m* = 1, M* = 2."""
     g = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
-    verts = dict(convex.vertex_supports(g, np.array([1.0, 1.0])))
+    verts = dict(critical_widths.vertex_supports(g, np.array([1.0, 1.0])))
     assert set(verts) == {(0, 1), (2,)}
     np.testing.assert_allclose(verts[(0, 1)], [1, 1, 0], atol=1e-12)
     np.testing.assert_allclose(verts[(2,)], [0, 0, 1], atol=1e-12)
@@ -76,15 +76,15 @@ def test_c1_vertices_are_optimal_networks():
     x, y = _data(4, 2)
     beta = 0.05
     d_PxN = patterns.enumerate_2d(x)
-    value, blocks, _ = convex.weight_decay_program(x, y, d_PxN, beta)
+    value, blocks, _ = programs.weight_decay_program(x, y, d_PxN, beta)
     norms = np.linalg.norm(blocks.v_KxD, axis=1)
-    unit = convex.Blocks(blocks.v_KxD / norms[:, None], blocks.sign_K, blocks.pattern_K, norms)
+    unit = programs.Blocks(blocks.v_KxD / norms[:, None], blocks.sign_K, blocks.pattern_K, norms)
     g = unit.columns(x, d_PxN)
-    verts = convex.vertex_supports(g, g @ norms)
+    verts = critical_widths.vertex_supports(g, g @ norms)
     assert verts
     for _, alpha in verts:
-        net = convex.weight_decay_network(unit, alpha)
-        assert convex.penalised_loss(net, x, y, beta) == pytest.approx(value, rel=1e-6)
+        net = recovery.weight_decay_network(unit, alpha)
+        assert recovery.penalised_loss(net, x, y, beta) == pytest.approx(value, rel=1e-6)
 
 
 def test_c2_equals_best_projected_gd_and_recovers_inside_the_set():
@@ -95,16 +95,16 @@ def test_c2_equals_best_projected_gd_and_recovers_inside_the_set():
     lam, m = 2.0, 5
     r_w, r_a = muon_shape_factor((m, 2)) / lam, 1 / lam
     d_PxN = patterns.enumerate_2d(x)
-    value, blocks, _ = convex.muon_full_program(x, y, d_PxN, r_w, r_a)
-    net = convex.lifted_caratheodory(convex.muon_full_network(blocks), x)
+    value, blocks, _ = programs.muon_full_program(x, y, d_PxN, r_w, r_a)
+    net = recovery.lifted_caratheodory(recovery.muon_full_network(blocks), x)
     assert len(net["a"]) <= len(x) + 3
-    assert convex.data_loss(convex.forward(net, x), y) == pytest.approx(value, rel=1e-6)
+    assert recovery.data_loss(recovery.forward(net, x), y) == pytest.approx(value, rel=1e-6)
     padded = {"W": np.concatenate([net["W"], np.zeros((m - len(net["a"]), 2))]),
               "a": np.concatenate([net["a"], np.zeros(m - len(net["a"]))])}
     cset = ConstraintSet("muon_full", lam, ("W",))
     assert float(cset.relative_norm(padded)) <= 1 + 1e-6
-    trained = [convex.data_loss(convex.forward(p, x), y)
-               for p in convex._trained(x, y, m, convex._mse_objective, convex._projected_gd(0.3, cset.project), range(24), 3000)]
+    trained = [recovery.data_loss(recovery.forward(p, x), y)
+               for p in convex_claims._trained(x, y, m, convex_claims._mse_objective, convex_claims._projected_gd(0.3, cset.project), range(24), 3000)]
     assert value > 1e-3  # the constraint binds
     assert min(trained) >= value * (1 - 1e-6)
     assert min(trained) == pytest.approx(value, rel=1e-4)
@@ -114,9 +114,9 @@ def test_lifted_caratheodory_keeps_outputs_gram_and_shrinks_a():
     rng = np.random.default_rng(7)
     x = rng.normal(size=(3, 2))
     net = {"W": rng.normal(size=(12, 2)), "a": rng.normal(size=12)}
-    out = convex.lifted_caratheodory(net, x)
+    out = recovery.lifted_caratheodory(net, x)
     assert len(out["a"]) <= 3 + 3
-    np.testing.assert_allclose(convex.forward(out, x), convex.forward(net, x), atol=1e-10)
+    np.testing.assert_allclose(recovery.forward(out, x), recovery.forward(net, x), atol=1e-10)
     np.testing.assert_allclose(out["W"].T @ out["W"], net["W"].T @ net["W"], atol=1e-10)
     assert np.sum(out["a"] ** 2) <= np.sum(net["a"] ** 2) + 1e-12
 
@@ -129,23 +129,23 @@ def test_linf_sandwich_and_width_bracket(seed):
     d_PxN = patterns.enumerate_2d(x)
     cset = ConstraintSet("linf", lam)
     m = 2
-    low, blocks, _ = convex.linf_program(x, y, d_PxN, m * r * r)
+    low, blocks, _ = programs.linf_program(x, y, d_PxN, m * r * r)
     # p_box(m + n) ≤ p_∞(m r²): an explicit box network of width ≤ m + n with that loss
-    net = convex.box_network(blocks, x, d_PxN, r, r)
+    net = recovery.box_network(blocks, x, d_PxN, r, r)
     assert len(net["a"]) <= m + n and float(cset.relative_norm(net)) <= 1 + 1e-9
-    assert convex.data_loss(convex.forward(net, x), y) == pytest.approx(low, rel=1e-5, abs=1e-9)
+    assert recovery.data_loss(recovery.forward(net, x), y) == pytest.approx(low, rel=1e-5, abs=1e-9)
     # p_∞(m r²) ≤ p_box(m): no box network of width m trained by projected GD goes below it
-    trained = convex._trained(x, y, m, convex._mse_objective, convex._projected_gd(0.2, cset.project), range(6), 1500)
-    assert min(convex.data_loss(convex.forward(p, x), y) for p in trained) >= low - 1e-9
+    trained = convex_claims._trained(x, y, m, convex_claims._mse_objective, convex_claims._projected_gd(0.2, cset.project), range(6), 1500)
+    assert min(recovery.data_loss(recovery.forward(p, x), y) for p in trained) >= low - 1e-9
     # interpolation-width bracket
-    tau, tblocks = convex.min_linf_path_norm(x, y, d_PxN)
-    lo, hi = convex.interpolation_bracket(tau, r, r, n)
+    tau, tblocks = programs.min_linf_path_norm(x, y, d_PxN)
+    lo, hi = critical_widths.interpolation_bracket(tau, r, r, n)
     assert lo == math.ceil(tau - 1e-9) and lo <= hi
-    interp = convex.box_network(tblocks, x, d_PxN, r, r)
+    interp = recovery.box_network(tblocks, x, d_PxN, r, r)
     assert len(interp["a"]) <= hi and float(cset.relative_norm(interp)) <= 1 + 1e-9
-    np.testing.assert_allclose(convex.forward(interp, x), y, atol=1e-9)
-    assert convex.linf_program(x, y, d_PxN, (lo - 1) * r * r)[0] > 1e-7  # narrower box nets cannot interpolate
-    assert convex.linf_program(x, y, d_PxN, tau * (1 + 1e-6))[0] <= 1e-8  # budget τ* suffices
+    np.testing.assert_allclose(recovery.forward(interp, x), y, atol=1e-9)
+    assert programs.linf_program(x, y, d_PxN, (lo - 1) * r * r)[0] > 1e-7  # narrower box nets cannot interpolate
+    assert programs.linf_program(x, y, d_PxN, tau * (1 + 1e-6))[0] <= 1e-8  # budget τ* suffices
 
 
 def test_tau_star_lp_against_cvxpy():
@@ -153,8 +153,8 @@ def test_tau_star_lp_against_cvxpy():
 
     x, y = _data(5, 6, d=3)
     d_PxN = patterns.sample(x, 2000, seed=0)
-    tau, blocks = convex.min_linf_path_norm(x, y, d_PxN)
-    v, u, cons, pred = convex._cone_problem(x, d_PxN)
+    tau, blocks = programs.min_linf_path_norm(x, y, d_PxN)
+    v, u, cons, pred = programs.cone_problem(x, d_PxN)
     prob = cp.Problem(cp.Minimize(cp.sum(cp.max(cp.abs(v), axis=1)) + cp.sum(cp.max(cp.abs(u), axis=1))), cons + [pred == y])
     prob.solve(solver="CLARABEL")
     assert tau == pytest.approx(prob.value, rel=1e-6)
@@ -169,10 +169,10 @@ def test_optimum_entry_point(constraint):
     assert opt.exact or constraint in ("adamw", "muon")
     json.dumps(opt.to_dict())
     net = opt.network
-    loss = convex.data_loss(convex.forward(net, x), y)
+    loss = recovery.data_loss(recovery.forward(net, x), y)
     assert len(net["a"]) <= 4
     if constraint == "sgd":
-        assert convex.penalised_loss(net, x, y, lam) == pytest.approx(opt.value, rel=1e-6)
+        assert recovery.penalised_loss(net, x, y, lam) == pytest.approx(opt.value, rel=1e-6)
         return
     assert loss == pytest.approx(opt.value, rel=1e-6, abs=1e-12)
     kind = {"adamw": "linf", "muon": "muon", "muon_full": "muon_full"}[constraint]
@@ -189,7 +189,7 @@ def test_optimum_with_bias_column_is_exact():
     opt = convex.optimum(x, y, "weight_decay", 0.1, bias=True)
     assert opt.exact and opt.network["W"].shape[1] == 2
     xb = np.concatenate([x, np.ones((3, 1))], axis=1)
-    assert convex.penalised_loss(opt.network, xb, y, 0.1) == pytest.approx(opt.value, rel=1e-6)
+    assert recovery.penalised_loss(opt.network, xb, y, 0.1) == pytest.approx(opt.value, rel=1e-6)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -224,15 +224,15 @@ def test_missing_cvxpy_is_a_user_error(monkeypatch):
 
 
 def test_claims_pass_at_small_sizes():
-    assert (r := convex.claim_convex_exactness(n_seeds=6, steps=3000)).passed, r.line()
-    assert (r := convex.claim_linf_sandwich(widths=(2,), n_seeds=4, steps=1500)).passed, r.line()
-    assert (r := convex.claim_regions()).passed, r.line()
+    assert (r := convex_claims.claim_convex_exactness(n_seeds=6, steps=3000)).passed, r.line()
+    assert (r := convex_claims.claim_linf_sandwich(widths=(2,), n_seeds=4, steps=1500)).passed, r.line()
+    assert (r := convex_claims.claim_regions()).passed, r.line()
 
 
 def test_c1_zero_network_when_decay_dominates():
     """β above every block's dual value at λ = y/n: the zero network is optimal, value ½ mean y²."""
     x, y = _data(6, 12, d=3)
     d_PxN = patterns.sample(x, 3000, seed=0)
-    sol = convex.weight_decay_optimum(x, y, d_PxN, 5.0)
+    sol = critical_widths.weight_decay_optimum(x, y, d_PxN, 5.0)
     assert sol.value == pytest.approx(0.5 * np.mean(y**2), rel=1e-7)
     assert sol.m_star == 0 and len(sol.network["a"]) == 0 and sol.dual_ratio < 1

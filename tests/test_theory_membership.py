@@ -8,12 +8,13 @@ import pytest
 
 from connect import checkpoints, config
 from connect.errors import UserError
+from connect.studies.width_sweep.config import WidthSweepConfig
 from theory import membership
 
 
 @pytest.fixture()
 def run_dir(tmp_path):
-    cfg = config.from_dict({"optimizers": ["adamw", "muon", "sgd"], "weight_decay": 0.5})
+    cfg = config.from_dict({"optimizers": ["adamw", "muon", "sgd"], "weight_decay": 0.5}, cls=WidthSweepConfig)
     with open(tmp_path / "config.json", "w") as f:
         json.dump(cfg.to_dict(), f)
     # W = 1·ones(2, 2): max|W| = 1, ‖W‖₂ = 2; a = (1, 1): inside the box of radius 2 (λ = 0.5),
@@ -63,7 +64,7 @@ def test_not_a_run_directory(tmp_path):
 def test_run_trained_with_muon_full(tmp_path):
     """A sweep that trains ``muon_full`` gets its orbit from the SDP (no closed form exists)."""
     pytest.importorskip("cvxpy")
-    cfg = config.from_dict({"optimizers": ["muon_full"], "weight_decay": 0.5})
+    cfg = config.from_dict({"optimizers": ["muon_full"], "weight_decay": 0.5}, cls=WidthSweepConfig)
     with open(tmp_path / "config.json", "w") as f:
         json.dump(cfg.to_dict(), f)
     p = {"W": np.ones((2, 2), np.float32), "a": np.ones(2, np.float32)}

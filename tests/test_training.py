@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from connect import data, losses, optimizers, training
+from connect import optimizers
 from connect.models import relu
+from connect.twolayer import data, losses, training
 
 CFG = relu.ReluConfig(d_in=3, width=4, bias=True)
 DS = data.make(data.DataConfig(task="regression", n_train=16, n_test=8, d_in=3, teacher_width=4, seed=0))

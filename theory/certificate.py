@@ -1,6 +1,6 @@
 """A certified loss barrier between the AdamW region's and the Muon region's zero-loss points of
-the small-width example (THEORY.md §E), an explicit path bounding it from above, and the
-barrier's disappearance at widths 3 and 4 (§F.8).
+the small-width example (THEORY.md §E) at width 2, and an explicit path bounding it from above
+(§F.8; the barrier's disappearance at widths 3 and 4 is :mod:`theory.wide_paths`).
 
 **Reduced landscape.** In quotient coordinates (:mod:`theory.example`, (E.1)) the residual is
 ``r(c, φ) = A(φ)c − y`` with ``A_ij(φ) = cos(θ_i − φ_j)_+``, and ``L = ‖r‖²/(2n)``. For a bound C
@@ -46,7 +46,7 @@ exact zero-loss point A, alternately move φ at fixed c to the next cell centre 
 φ to ``argmin g_C`` there (L is convex in c), ending at the exact zero-loss point B; every
 point is a balanced network ``w_j = √|c_j| e(φ_j)``, ``a_j = sign(c_j)√|c_j|``, a continuous path
 of parameters with ``|c_j| ≤ C``, evaluated densely by the ordinary forward pass
-(:func:`connect.models.relu.apply`).
+(:func:`connect.models.relu.apply`, :func:`theory.example.path_losses`).
 """
 
 from __future__ import annotations
@@ -60,11 +60,7 @@ import scipy.ndimage
 import scipy.sparse
 import scipy.sparse.csgraph
 
-from connect import losses
-from connect.models import relu
-from theory import constructive
 from theory import example as ex
-from theory.claims import ClaimResult
 
 
 def covering_c(d: int = 2) -> float:
@@ -279,14 +275,6 @@ def _oriented(config, cell, n):
     return c.copy(), phi.copy()
 
 
-def path_losses(params_T: dict, x_NxD, y_N) -> np.ndarray:
-    """Loss at every point of a stacked parameter path, by :func:`connect.models.relu.apply` (float64)."""
-    with jax.enable_x64(True):
-        p = {k: jnp.asarray(v, jnp.float64) for k, v in params_T.items()}
-        x, y = jnp.asarray(x_NxD, jnp.float64), jnp.asarray(y_N, jnp.float64)
-        return np.asarray(jax.vmap(lambda q: losses.mse(relu.apply(q, x), y))(p))
-
-
 def certify(n_grid: int, c_max: float | None = None, zero=None, n_sub: int = 16) -> dict:
     """The certificate at grid size N between the box region (A) and the Muon-full region (B):
     certified lower bound (E.4 + separation), grid minimax of ``g_C``, and the upper bound of the
@@ -312,7 +300,7 @@ def certify(n_grid: int, c_max: float | None = None, zero=None, n_sub: int = 16)
     end_b = next(k for k in conf_b if tuple(cells[-1]) in region_cells([k], n_grid))
     c_T, phi_T = quotient_path(cells, c_grid, end_a, end_b, n_sub)
     params_T = ex.network(c_T, phi_T)
-    loss_T = path_losses(params_T, x, y)
+    loss_T = ex.path_losses(params_T, x, y)
     t4 = time.perf_counter()
     upper = float(loss_T.max() - max(loss_T[0], loss_T[-1]))
     return {"n_grid": n_grid, "c_max": c_max, "lower": lower, "grid_minimax": grid_minimax, "upper": upper,
@@ -321,69 +309,6 @@ def certify(n_grid: int, c_max: float | None = None, zero=None, n_sub: int = 16)
             "cells": cells, "c_T": c_T, "phi_T": phi_T, "params_T": params_T, "loss_T": loss_T,
             "configs": (end_a, end_b),
             "seconds": {"grid": t1 - t0, "separation": t2 - t1, "minimax": t3 - t2, "path": t4 - t3}}
-
-
-def embed(params: dict, slots, width: int) -> dict:
-    """A width-2 network placed in ``slots`` of a width-``width`` one (other neurons zero)."""
-    w, a = np.zeros((width, 2)), np.zeros(width)
-    w[list(slots)], a[list(slots)] = np.asarray(params["W"]), np.asarray(params["a"])
-    return {"W": w, "a": a}
-
-
-def wide_path(config_a: dict, config_b: dict, width: int, n_t: int = 2001) -> dict:
-    """A zero-loss path between two width-2 zero-loss configurations embedded at ``width`` ≥ 3.
-
-    * width ≥ 4: A in slots (0, 1), B in slots (2, 3) and the √-merge P5
-      (:func:`theory.constructive.sqrt_merge`): ``ŷ(t) = (1−t)ŷ_A + tŷ_B = y``.
-    * width 3 (*shared-pattern merge*): if a neuron i of A and a neuron k of B have the same
-      activation pattern D and the same sign of c, then in ``z = c e(φ)`` coordinates their
-      contributions ``D X z`` are linear on the convex cone ``±K_D``; slot 1 carries
-      ``z(t) = (1−t) z_i^A + t z_k^B`` (balanced), while the other neuron of A fades as
-      ``√(1−t)·`` in slot 0 and the other of B grows as ``√t·`` in slot 2, so
-      ``ŷ(t) = (1−t)ŷ_A + tŷ_B = y`` again.
-
-    Evaluated at ``n_t`` values of t by :func:`connect.models.relu.apply`; returns the path, its
-    losses and ``barrier = max_t L − max(L_A, L_B)``, and ``max_abs_c`` along it."""
-    ts = np.linspace(0.0, 1.0, n_t)
-    if width >= 4:
-        pa, pb = embed(config_a["params"], (0, 1), width), embed(config_b["params"], (2, 3), width)
-        with jax.enable_x64(True):
-            pts = [constructive.sqrt_merge({k: jnp.asarray(v) for k, v in pa.items()}, {k: jnp.asarray(v) for k, v in pb.items()}, t)
-                   for t in ts]
-        params_T = {k: np.stack([np.asarray(p[k]) for p in pts]) for k in ("W", "a")}
-        how = "sqrt_merge"
-    elif width == 3:
-        params_T, how = _shared_pattern_merge(config_a, config_b, ts)
-    else:
-        raise ValueError("wide_path is for widths ≥ 3 (width 2 is the certified barrier)")
-    x, y = ex.data()
-    loss_T = path_losses(params_T, x, y)
-    c_TxM = np.asarray(params_T["a"]) * np.linalg.norm(params_T["W"], axis=-1)
-    return {"width": width, "how": how, "ts": ts, "params_T": params_T, "loss_T": loss_T,
-            "barrier": float(loss_T.max() - max(loss_T[0], loss_T[-1])), "max_abs_c": float(np.abs(c_TxM).max())}
-
-
-def _shared_pattern_merge(config_a, config_b, ts):
-    x, _ = ex.data()
-    z_a = config_a["c"][:, None] * np.stack([np.cos(config_a["phi"]), np.sin(config_a["phi"])], -1)
-    z_b = config_b["c"][:, None] * np.stack([np.cos(config_b["phi"]), np.sin(config_b["phi"])], -1)
-    for i in range(2):
-        for k in range(2):
-            same = np.array_equal(x @ z_a[i] / config_a["c"][i] > 0, x @ z_b[k] / config_b["c"][k] > 0)
-            if same and np.sign(config_a["c"][i]) == np.sign(config_b["c"][k]):
-                z_T = (1 - ts)[:, None] * z_a[i][None] + ts[:, None] * z_b[k][None]
-                c_mid = np.sign(config_a["c"][i]) * np.linalg.norm(z_T, axis=1)
-                phi_mid = np.arctan2(np.sign(c_mid) * z_T[:, 1], np.sign(c_mid) * z_T[:, 0])
-                c_T = np.stack([(1 - ts) * config_a["c"][1 - i], c_mid, ts * config_b["c"][1 - k]], 1)
-                phi_T = np.stack([np.full_like(ts, config_a["phi"][1 - i]), phi_mid, np.full_like(ts, config_b["phi"][1 - k])], 1)
-                params_T = ex.network(c_T, phi_T)
-                # exact endpoints: the shared neuron sits in slot 1, A's other in slot 0, B's other in slot 2
-                for t_idx, conf, shared, other in ((0, config_a, i, 0), (-1, config_b, k, 2)):
-                    slots = (1, other) if shared == 0 else (other, 1)
-                    end = embed(conf["params"], slots, 3)
-                    params_T["W"][t_idx], params_T["a"][t_idx] = end["W"], end["a"]
-                return params_T, f"shared_pattern(A{i}, B{k})"
-    raise ValueError("no neuron of A shares an activation pattern and sign with one of B: no width-3 merge")
 
 
 def random_cell_check(g_NxN: np.ndarray, c_max: float, n_samples: int = 2000, seed: int = 0) -> dict:
@@ -401,77 +326,3 @@ def random_cell_check(g_NxN: np.ndarray, c_max: float, n_samples: int = 2000, se
     lo = np.minimum(ex.loss(ex.quotient_forward(c, phi, theta), y), g_min)
     slack = lo - lb[cell[:, 0], cell[:, 1]]
     return {"violations": int((slack < -1e-15).sum()), "min_slack": float(slack.min())}
-
-
-def claim_small_width_example(n_grids=(256, 512), seed: int = 0, tol: float = 1e-12) -> ClaimResult:
-    """THEORY.md §E / §F.8: for the §E data at width 2 (i) the zero-loss configurations modulo
-    rescaling and swap are finitely many, each of loss ≤ tol by the ordinary forward pass; (ii)
-    some lie in the box orbit at λ_A and some in the Muon-full orbit at λ_M, none in both; (iii)
-    every path between them with ``|a_j|‖w_j‖₂ ≤ C`` (C covering both orbits) has a loss barrier
-    ≥ the certified lower bound > 0 at the largest grid, with lower ≤ grid minimax ≤ upper (an
-    explicit path evaluated by the forward pass), and random cell samples never fall below the
-    per-cell bound (E.4); (iv) at widths 3 and 4 an explicit path joins the same two points with
-    barrier ≤ tol."""
-    zero = ex.zero_loss_configurations(tol=tol)
-    configs, reg = zero["configs"], ex.regions(zero["configs"])
-    nums: dict = {"n_configs": len(configs), "n_degenerate": len(zero["degenerate"]),
-                  "max_config_loss": float(max(k["loss"] for k in configs))}
-    for i, (k, r) in enumerate(zip(configs, reg)):
-        nums.update({f"config{i}_c": str(np.round(k["c"], 6).tolist()), f"config{i}_phi_deg": str(np.round(np.rad2deg(k["phi"]), 4).tolist()),
-                     f"config{i}_box": r["box"], f"config{i}_muon_full": r["muon_full"], f"config{i}_hybrid": r["hybrid"]})
-    in_a = [r["in_box"] for r in reg]
-    in_b = [r["in_muon_full"] for r in reg]
-    ok = any(in_a) and any(in_b) and not any(a and b for a, b in zip(in_a, in_b)) and not zero["degenerate"]
-    c_max = covering_c()
-    nums["C"] = c_max
-    ordered = True
-    for n_grid in n_grids:
-        res = certify(n_grid, c_max, zero)
-        nums.update({f"lower_N{n_grid}": res["lower"], f"grid_minimax_N{n_grid}": res["grid_minimax"], f"upper_N{n_grid}": res["upper"]})
-        ordered &= res["lower"] <= res["grid_minimax"] <= res["upper"] and res["path_max_abs_c"] <= c_max
-    check = random_cell_check(res["g"], c_max, seed=seed)
-    nums["lb_violations"], nums["lb_min_slack"] = check["violations"], check["min_slack"]
-    conf_a = next(k for k, r in zip(configs, reg) if r["in_box"])
-    conf_b = next(k for k, r in zip(configs, reg) if r["in_muon_full"])
-    wide = {m: wide_path(conf_a, conf_b, m)["barrier"] for m in (3, 4)}
-    nums["barrier_width3"], nums["barrier_width4"] = wide[3], wide[4]
-    passed = (ok and nums["max_config_loss"] <= tol and ordered and res["lower"] > 0 and check["violations"] == 0
-              and max(wide.values()) <= tol)
-    return ClaimResult("F.8", "small-width example: certified barrier between the box and Muon-full regions at width 2, "
-                       "none at widths 3-4", bool(passed), nums, tol)
-
-
-def example_results(n_grids=(64, 128, 256, 512), widths=(2, 3, 4), optimizers=("adamw", "muon_exact", "muon", "muon_full"),
-                    seeds=tuple(range(32)), steps: int = 4000) -> dict:
-    """Everything §E reports, for the CLI and :mod:`theory.figures`: the zero-loss configurations
-    and their regions, :func:`certify` at each N, :func:`wide_path` barriers at each width ≥ 3,
-    and :func:`theory.example.train_runs` per optimizer (no runs when ``optimizers`` is empty)."""
-    zero = ex.zero_loss_configurations()
-    reg = ex.regions(zero["configs"])
-    certs = [certify(n, zero=zero) for n in n_grids]
-    conf_a, conf_b = certs[-1]["configs"]
-    wide = {m: wide_path(conf_a, conf_b, m)["barrier"] for m in widths if m >= 3}
-    runs = {opt: ex.train_runs(opt, list(seeds), steps=steps, configs=zero["configs"]) for opt in optimizers}
-    return {"zero": zero, "regions": reg, "certs": certs, "wide": wide, "runs": runs}
-
-
-def example_summary(results: dict) -> dict:
-    """The plain-number part of :func:`example_results` (JSON-ready): configurations with their
-    regions, the bounds per N, the barrier per width, and per optimizer how many runs end near
-    each configuration, with their final losses."""
-    configs = [{"c": k["c"].tolist(), "phi_deg": np.rad2deg(k["phi"]).tolist(), "loss": k["loss"],
-                **{key: (bool(v) if isinstance(v, (bool, np.bool_)) else float(v)) for key, v in r.items()}}
-               for k, r in zip(results["zero"]["configs"], results["regions"])]
-    bounds = [{key: float(c[key]) if key != "n_grid" else int(c[key]) for key in ("n_grid", "c_max", "lower", "grid_minimax", "upper")}
-              for c in results["certs"]]
-    last = results["certs"][-1]
-    barrier = {"2": {"lower": float(last["lower"]), "upper": float(last["upper"])}}
-    barrier.update({str(m): {"lower": 0.0, "upper": float(b)} for m, b in results["wide"].items()})
-    runs = {}
-    for opt, res in results["runs"].items():
-        near = [int(r.get("nearest", -1)) for r in res["runs"]]
-        runs[opt] = {"lam": float(res["lam"]), "lr": float(res["lr"]), "steps": int(res["steps"]),
-                     "nearest_counts": {str(k): near.count(k) for k in sorted(set(near))},
-                     "final_losses": [float(r["loss"]) for r in res["runs"]],
-                     "distances": [float(r.get("distance", np.nan)) for r in res["runs"]]}
-    return {"configs": configs, "bounds": bounds, "barrier_by_width": barrier, "runs": runs}

@@ -3,7 +3,7 @@ constraint region each lies in, and where trained networks land.
 
 Data: d = 2, no bias, n = 4 points on the unit circle at angles ``θ_i`` = (−78°, 7°, 43°, 143°),
 targets ``y`` = (0.40, 0.55, 0.85, 0.40), squared loss ``L = (1/2n) Σ_i (f(x_i) − y_i)²``
-(:func:`connect.losses.mse`). Decays: AdamW ``λ_A = 1/√0.9`` (box, ``r_A² = 0.9``), Muon-full
+(:func:`connect.twolayer.losses.mse`). Decays: AdamW ``λ_A = 1/√0.9`` (box, ``r_A² = 0.9``), Muon-full
 ``λ_M = 1/√1.6`` (``r_M² = 1.6``), Muon-hybrid ``λ_H = 1/√1.2`` (``r_H² = 1.2``).
 
 Quotient coordinates (THEORY.md §E). A neuron ``(w_j, a_j)`` modulo the rescaling
@@ -36,16 +36,16 @@ some rescaling of the network lies in the set.
 from __future__ import annotations
 
 import itertools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-from connect import losses, optimizers, training
+from connect import optimizers
 from connect.constraints import ConstraintSet
 from connect.models import relu
+from connect.twolayer import losses, training
 from theory import orbits
 
 ANGLES_DEG = (-78.0, 7.0, 43.0, 143.0)
@@ -89,7 +89,7 @@ def quotient_forward(c_M, phi_M, theta_N) -> np.ndarray:
 
 
 def loss(f_N, y_N) -> np.ndarray:
-    """``L = (1/2n) Σ (f_i − y_i)²`` over the last axis (numpy twin of :func:`connect.losses.mse`)."""
+    """``L = (1/2n) Σ (f_i − y_i)²`` over the last axis (numpy twin of :func:`connect.twolayer.losses.mse`)."""
     return 0.5 * np.mean((np.asarray(f_N) - np.asarray(y_N)) ** 2, axis=-1)
 
 
@@ -98,6 +98,14 @@ def forward_loss(params: dict, x_NxD, y_N) -> float:
     with jax.enable_x64(True):
         p = {k: jnp.asarray(np.asarray(v), dtype=jnp.float64) for k, v in params.items()}
         return float(losses.mse(relu.apply(p, jnp.asarray(x_NxD, dtype=jnp.float64)), jnp.asarray(y_N, dtype=jnp.float64)))
+
+
+def path_losses(params_T: dict, x_NxD, y_N) -> np.ndarray:
+    """Loss at every point of a stacked parameter path, by :func:`connect.models.relu.apply` (float64)."""
+    with jax.enable_x64(True):
+        p = {k: jnp.asarray(v, jnp.float64) for k, v in params_T.items()}
+        x, y = jnp.asarray(x_NxD, jnp.float64), jnp.asarray(y_N, jnp.float64)
+        return np.asarray(jax.vmap(lambda q: losses.mse(relu.apply(q, x), y))(p))
 
 
 def activation_patterns(x_NxD: np.ndarray) -> np.ndarray:
@@ -208,7 +216,7 @@ DEFAULT_LAM = {"adamw": LAM_ADAMW, "muon": LAM_HYBRID, "muon_exact": LAM_HYBRID,
 
 def train_runs(optimizer: str, seeds, width: int = 2, steps: int = 4000, lr: float = 0.01, lam: float | None = None,
                configs: list[dict] | None = None) -> dict:
-    """Train ``width``-neuron networks (no bias) from each seed with :func:`connect.training.train`
+    """Train ``width``-neuron networks (no bias) from each seed with :func:`connect.twolayer.training.train`
     (full batch, float64, constant ``lr``, decoupled decay ``lam``, default :data:`DEFAULT_LAM`)
     and say where each lands: final loss, quotient point, nearest zero-loss configuration
     (:func:`quotient_distance`, width 2), and the relative norms of the box, hybrid and Muon-full
@@ -262,32 +270,3 @@ class _Init:
 
 def _mse(params, x, y):
     return losses.mse(relu.apply(params, x), y)
-
-
-#: Sizes of the §E report in ``connect theory verify`` (the CLI's ``connect theory example`` defaults are larger).
-VERIFY_SIZES = {"n_grids": (64, 128, 256), "widths": (2, 3, 4), "optimizers": ("adamw", "muon_exact", "muon", "muon_full"),
-                "seeds": tuple(range(8)), "steps": 2000}
-
-
-def write_report(out_dir: str, **sizes) -> tuple[dict, list[str]]:
-    """Compute the §E example (:func:`theory.certificate.example_results` with ``sizes``), draw its
-    figures into ``out_dir`` (:mod:`theory.figures`: landscape with the certified level, the
-    upper-bound path and the runs; bounds vs N and width; where runs land) and write
-    ``out_dir/summary.json`` (:func:`theory.certificate.example_summary`). Returns
-    ``(summary, figure paths)``."""
-    from connect.io import write_json_atomic
-    from theory import certificate, figures  # they import this module
-
-    results = certificate.example_results(**sizes)
-    summary = certificate.example_summary(results)
-    paths = figures.landscape(results["certs"][-1], results["zero"]["configs"], results["regions"], out_dir, runs=results["runs"])
-    paths += figures.barrier_bounds(results["certs"], results["wide"], out_dir)
-    if results["runs"]:
-        paths += figures.runs_summary(results["runs"], out_dir)
-    write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
-    return summary, paths
-
-
-def report_figures(out_dir: str) -> list[str]:
-    """The §E figures (and ``summary.json``) at :data:`VERIFY_SIZES`, for ``connect theory verify``."""
-    return write_report(out_dir, **VERIFY_SIZES)[1]

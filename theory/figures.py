@@ -1,8 +1,9 @@
 """Figures of the small-width example (THEORY.md §E): the reduced landscape ``g_C`` on the
 (φ₁, φ₂) torus with the zero-loss points, their regions, the certified separating level and
 the upper-bound path; the barrier bounds against grid size and width; where trained runs land.
-Each function takes result dicts (from :mod:`theory.certificate` / :mod:`theory.example`) and an
-output directory and writes ``NAME.png`` and ``NAME.pdf``; it returns the two paths."""
+Each function takes result dicts (from :mod:`theory.certificate`, :mod:`theory.example` and
+:func:`theory.example_report.example_results`) and an output directory and writes ``NAME.png``
+and ``NAME.pdf``; it returns the two paths."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from connect.plots import save_figure  # noqa: E402
+from connect.plotting import save_figure  # noqa: E402
 from theory import certificate as ce  # noqa: E402
 
 _REGION_STYLE = {"box": ("tab:blue", "o", "box (AdamW, λ_A)"), "muon_full": ("tab:red", "s", "Muon-full (λ_M)"),
@@ -80,7 +81,7 @@ def landscape(cert: dict, configs: list[dict], regions: list[dict], out_dir: str
 def barrier_bounds(certs: list[dict], wide: dict, out_dir: str, name: str = "example_barrier") -> list[str]:
     """Left: certified lower bound, grid minimax and upper bound against N (``certs``, one per N).
     Right: the barrier against width — width 2 the [lower, upper] bracket at the largest N,
-    widths in ``wide`` ({width: barrier of :func:`theory.certificate.wide_path`})."""
+    widths in ``wide`` ({width: barrier of :func:`theory.wide_paths.wide_path`})."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ns = [c["n_grid"] for c in certs]
     for key, style, label in (("lower", "o-", "certified lower bound"), ("grid_minimax", "s--", "grid minimax of $g_C$"),

@@ -15,7 +15,7 @@ box ``‖θ‖∞ ≤ 1/λ`` or Muon's ``‖W‖₂ ≤ s/λ, ‖a‖∞ ≤ 1/�
     the weight-decay program C1 at a given ``β`` (Pilanci & Ergen 2020) with ``m*``, ``M*`` and the
     staircase width ``min(m* + M*, n + 1)`` from which its optimal set is connected (Kim, Mishkin
     & Pilanci 2025, arXiv 2411.07729) [S]; each row says whether ``m`` is at or above it.
-(b) **Training** (:func:`connect.training.train`, full batch, float64, decoupled decay λ) from
+(b) **Training** (:func:`connect.twolayer.training.train`, full batch, float64, decoupled decay λ) from
     several seeds; each final network is projected onto the optimizer's set
     (:meth:`connect.constraints.ConstraintSet.project`: training only ends *near* the set,
     THEORY.md §F.2), the distance recorded. Independent check: every projected network's loss is
@@ -44,13 +44,13 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
-from connect import losses, training
 from connect import optimizers as optim
 from connect.errors import UserError
 from connect.io import write_json_atomic
 from connect.models import relu
-from connect.plots import save_figure
-from theory import connectivity, convex
+from connect.plotting import save_figure
+from connect.twolayer import losses, training
+from theory import connectivity, convex, critical_widths, recovery
 from theory import patterns as pat
 
 matplotlib.use("Agg")
@@ -171,10 +171,10 @@ def staircase(x_NxD, y_N, widths, optimizers=("adamw", "muon"), lam: float = 1.0
     # the convex optima first: convex.optimum validates the data and λ (one-line UserErrors)
     optima = {(m, name): convex.optimum(x_NxD, y_N, name, lam, width=int(m)) for m, name in itertools.product(widths, names)}
     n = len(y_N)
-    zero_loss = convex.data_loss(np.zeros(n), y_N)
+    zero_loss = recovery.data_loss(np.zeros(n), y_N)
     d_PxN = pat.complete(x_NxD, 1000, 0).d_PxN
-    wd = convex.weight_decay_optimum(x_NxD, y_N, d_PxN, beta)
-    stair = convex.staircase_width(wd.m_star, wd.M_star, n)
+    wd = critical_widths.weight_decay_optimum(x_NxD, y_N, d_PxN, beta)
+    stair = critical_widths.staircase_width(wd.m_star, wd.M_star, n)
     weight_decay = {"value": wd.value, "m_star": wd.m_star, "M_star": -1 if wd.M_star is None else wd.M_star,
                     "staircase_width": stair, "beta": float(beta), "n_patterns": int(len(d_PxN))}
     rows, nets_all, paths = [], {}, {}
@@ -182,7 +182,7 @@ def staircase(x_NxD, y_N, widths, optimizers=("adamw", "muon"), lam: float = 1.0
         opt = optima[m, name]
         lower = float(opt.bracket["value_lower"])
         nets, raw, dist = train_projected(x_NxD, y_N, m, name, lam, seeds, steps)
-        trained = [convex.data_loss(convex.forward(p, x_NxD), y_N) for p in nets]
+        trained = [recovery.data_loss(recovery.forward(p, x_NxD), y_N) for p in nets]
         cset = optim.constraint(name, lam, relu.MUON_MATRICES)
         pairs = []
         for i, j in itertools.combinations(range(len(seeds)), 2):

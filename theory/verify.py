@@ -1,17 +1,17 @@
-"""``connect theory verify``: run every claim of THEORY.md §F, write ``report.md``,
-``report.json`` and the figures.
+"""``connect theory verify``: run every claim of THEORY.md §F and draw the figures; the report
+(``report.md``, ``report.json``) is written by :mod:`theory.report`.
 
 Each entry of :data:`CLAIMS` names a claim function (``theory.<module>.claim_*``) and its
-arguments; every claim returns a :class:`theory.claims.ClaimResult`. A claim that raises is
-reported as FAIL with the exception (never skipped), so the report always has one line per
-entry. Run time per claim is recorded; the whole set is sized to finish in minutes on 2 CPU
-cores. THEORY.md asks for float64: the claims run under ``jax.enable_x64(True)``.
+arguments; every claim returns a :class:`theory.claims.ClaimResult` with a status (PASS, FAIL
+or FINDING). A claim that raises is reported as FAIL with the exception (never skipped), so the
+report always has one line per entry. Run time per claim is recorded; the whole set is sized to
+finish in minutes on 2 CPU cores. THEORY.md asks for float64: the claims run under
+``jax.enable_x64(True)``.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import time
 import traceback
@@ -19,33 +19,38 @@ import traceback
 import jax
 from tqdm import tqdm
 
-from connect.io import write_json_atomic, write_text_atomic
+from theory import report
 from theory.claims import ClaimResult
 
 #: (THEORY.md item, module, function, keyword arguments), in report order.
 CLAIMS: list[tuple[str, str, str, dict]] = [
-    ("F.1", "theory.connectivity", "claim_geometry", {}),
+    ("F.1", "theory.geometry", "claim_geometry", {}),
     ("F.2", "theory.optimizer_sets", "claim_optimizer_ball", {}),
-    # AdamW's 2e-2 bound of §F.2 is false for finite runs (see theory.optimizer_sets): its own row, FAIL.
+    # AdamW is not ball-invariant (THEORY.md §F.2, theory.optimizer_sets): its own row, a FINDING.
     ("F.2", "theory.optimizer_sets", "claim_optimizer_ball", {"names": ("adamw",)}),
-    ("F.3", "theory.convex", "claim_convex_exactness", {}),
-    ("F.4", "theory.convex", "claim_linf_sandwich", {}),
+    ("F.3", "theory.convex_claims", "claim_convex_exactness", {}),
+    ("F.4", "theory.convex_claims", "claim_linf_sandwich", {}),
     *[("F.5", "theory.capacity", "claim_capacity", {"kind": k, "width": w}) for k in ("linf", "muon", "muon_full") for w in (4, 64)],
-    ("F.5", "theory.convex", "claim_regions", {}),
+    ("F.5", "theory.convex_claims", "claim_regions", {}),
     ("F.6", "theory.connectivity", "claim_connect", {}),
     ("F.7", "theory.constructive", "claim_sqrt_schedule", {}),
-    ("F.8", "theory.certificate", "claim_small_width_example", {}),
+    ("F.8", "theory.example_report", "claim_small_width_example", {}),
 ]
 
 #: (module, function) drawing figures into a directory; each returns the paths it wrote.
 FIGURES: list[tuple[str, str]] = [
-    ("theory.example", "report_figures"),  # §E: landscape, bounds vs N and width, runs (+ summary.json)
+    ("theory.example_report", "report_figures"),  # §E: landscape, bounds vs N and width, runs (+ summary.json)
     ("theory.staircase", "staircase_figure_default"),  # optimum, CONNECT and linear vs constructive barrier vs width
 ]
 
 
 def _call(module: str, function: str, kwargs: dict):
     return getattr(importlib.import_module(module), function)(**kwargs)
+
+
+def _failure(item: str, statement: str, error: Exception) -> ClaimResult:
+    """A FAIL result carrying the exception's last line."""
+    return ClaimResult(item, statement, False, {"error": traceback.format_exception_only(type(error), error)[-1].strip()}, 0.0)
 
 
 def run_claim(item: str, module: str, function: str, kwargs: dict) -> tuple[ClaimResult, float]:
@@ -55,48 +60,42 @@ def run_claim(item: str, module: str, function: str, kwargs: dict) -> tuple[Clai
         with jax.enable_x64(True):
             result = _call(module, function, kwargs)
     except Exception as e:  # noqa: BLE001 - a crashing claim is a failed claim, reported with its cause
-        tb = traceback.format_exception_only(type(e), e)[-1].strip()
-        result = ClaimResult(item, f"{module}.{function}({kwargs}) raised", False, {"error": tb}, 0.0)
+        result = _failure(item, f"{module}.{function}({kwargs}) raised", e)
     return result, time.perf_counter() - start
+
+
+def _row(result: ClaimResult, function: str, kwargs: dict, seconds: float) -> dict:
+    return {**result.to_dict(), "function": function, "arguments": kwargs, "seconds": seconds}
+
+
+def draw_figures(out_dir: str) -> tuple[list[str], list[dict]]:
+    """Every figure of :data:`FIGURES` into ``out_dir/figures``: the paths written (relative to
+    ``out_dir``) and a FAIL row for each figure function that raised."""
+    paths, rows = [], []
+    for module, function in FIGURES:
+        start = time.perf_counter()
+        try:
+            with jax.enable_x64(True):
+                paths += [os.path.relpath(p, out_dir) for p in _call(module, function, {"out_dir": os.path.join(out_dir, "figures")})]
+        except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is a reported failure, not a crash
+            failure = _failure("figure", f"{module}.{function} draws its figures", e)
+            rows.append(_row(failure, f"{module}.{function}", {}, time.perf_counter() - start))
+    return paths, rows
 
 
 def verify(out_dir: str, only: list[str] | None = None, progress: bool = True) -> list[dict]:
     """Run the claims (those whose item is in ``only``, default all), draw the figures (all claims
     only; a figure that raises adds a FAIL row), and write ``out_dir/report.json`` and
-    ``out_dir/report.md``. Returns the report rows."""
+    ``out_dir/report.md`` (:func:`theory.report.write`). Returns the report rows."""
     os.makedirs(out_dir, exist_ok=True)
     todo = [c for c in CLAIMS if not only or c[0] in only]
     rows = []
     for item, module, function, kwargs in tqdm(todo, desc="theory claims", disable=not progress, unit="claim"):
         result, seconds = run_claim(item, module, function, kwargs)
-        rows.append({**result.to_dict(), "function": f"{module}.{function}", "arguments": kwargs, "seconds": seconds})
+        rows.append(_row(result, f"{module}.{function}", kwargs, seconds))
     figures = []
     if not only:
-        for module, function in FIGURES:
-            start = time.perf_counter()
-            try:
-                with jax.enable_x64(True):
-                    figures += [os.path.relpath(p, out_dir) for p in _call(module, function, {"out_dir": os.path.join(out_dir, "figures")})]
-            except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is a reported failure, not a crash
-                err = traceback.format_exception_only(type(e), e)[-1].strip()
-                rows.append({**ClaimResult("figure", f"{module}.{function} draws its figures", False, {"error": err}, 0.0).to_dict(),
-                             "function": f"{module}.{function}", "arguments": {}, "seconds": time.perf_counter() - start})
-    write_json_atomic(os.path.join(out_dir, "report.json"), {"claims": rows, "figures": figures})
-    write_text_atomic(os.path.join(out_dir, "report.md"), to_markdown(rows, figures))
+        figures, failed = draw_figures(out_dir)
+        rows += failed
+    report.write(out_dir, rows, figures)
     return rows
-
-
-def to_markdown(rows: list[dict], figures: list[str]) -> str:
-    """The report: a summary line, a table of claims, then each claim's numbers and the figures."""
-    n_pass = sum(r["passed"] for r in rows)
-    lines = ["# THEORY.md §F: verification report", "",
-             f"{n_pass}/{len(rows)} claims PASS; total {sum(r['seconds'] for r in rows):.1f} s.", "",
-             "| item | result | claim | time (s) |", "|---|---|---|---|"]
-    lines += [f"| {r['claim']} | {'PASS' if r['passed'] else 'FAIL'} | {r['statement']} | {r['seconds']:.1f} |" for r in rows]
-    lines += ["", "## Numbers", ""]
-    for r in rows:
-        nums = ", ".join(f"{k} = {v:.6g}" if isinstance(v, float) else f"{k} = {v}" for k, v in r["numbers"].items())
-        lines.append(f"- **{r['claim']}** `{r['function']}` {json.dumps(r['arguments'])}: {nums} (tolerance {r['tolerance']:g})")
-    if figures:
-        lines += ["", "## Figures", ""] + [f"![{os.path.basename(f)}]({f})" for f in figures if f.endswith(".png")]
-    return "\n".join(lines) + "\n"

@@ -26,7 +26,7 @@ like Hugging Face's ``Conv1D``, so every layer computes ``x @ kernel + bias``::
      "ln_f": {"scale": (D,), "bias": (D,)},
      "lm_head": (V, D)}          # only when tie_word_embeddings is False
 
-:mod:`connect.huggingface` converts this pytree to and from Hugging Face checkpoints.
+:mod:`connect.lm.huggingface` converts this pytree to and from Hugging Face checkpoints.
 """
 
 from __future__ import annotations
@@ -155,20 +155,7 @@ def apply(params: dict, tokens_BxT: jax.Array, cfg: GPT2Config, *, compute_dtype
     With ``compute_dtype=bfloat16`` the matmul operands (params and activations) are cast to
     bf16; the residual stream, LayerNorm statistics, softmax and logits stay float32.
     """
-    B, T = tokens_BxT.shape
-    if T > cfg.n_positions:
-        raise UserError(f"sequence length {T} exceeds the model's context n_positions={cfg.n_positions}: "
-                        f"use a context of at most {cfg.n_positions} tokens")
-    x_BxTxD = params["wte"][tokens_BxT] + params["wpe"][None, :T, :]
-
-    def block(x_BxTxD, layer):
-        h_BxTxD = _layer_norm(x_BxTxD, layer["ln_1"], cfg.layer_norm_epsilon)
-        x_BxTxD = x_BxTxD + _attention(h_BxTxD, layer["attn"], cfg.n_head, compute_dtype)
-        h_BxTxD = _layer_norm(x_BxTxD, layer["ln_2"], cfg.layer_norm_epsilon)
-        x_BxTxD = x_BxTxD + _mlp(h_BxTxD, layer["mlp"], compute_dtype)
-        return x_BxTxD, None
-
-    x_BxTxD, _ = jax.lax.scan(block, x_BxTxD, params["h"])
+    x_BxTxD, _ = _blocks(params, tokens_BxT, cfg, compute_dtype, keep=False)
     x_BxTxD = _layer_norm(x_BxTxD, params["ln_f"], cfg.layer_norm_epsilon)
     head_VxD = params["wte"] if cfg.tie_word_embeddings else params["lm_head"]
     return jnp.einsum("btd,vd->btv", x_BxTxD.astype(compute_dtype), head_VxD.astype(compute_dtype),
@@ -182,6 +169,45 @@ def loss(params: dict, tokens_BxT: jax.Array, targets_BxT: jax.Array, cfg: GPT2C
     logz_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
     target_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
     return jnp.mean(logz_BxT - target_BxT)
+
+
+def activations(params: dict, tokens_BxT: jax.Array, cfg: GPT2Config, *, compute_dtype=jnp.float32) -> dict:
+    """The intermediates of :func:`apply`'s blocks (the same block function), stacked over layers by its ``lax.scan``::
+
+        residual        (L, B, T, D)  x^l, the residual stream entering block l (float32)
+        attn_out        (L, B, T, D)  Attn(LN_1(x^l)), the attention branch (float32)
+        mlp_hidden      (L, B, T, F)  gelu_new(LN_2(a) W_fc + b_fc), a = x^l + attn_out (compute_dtype)
+        mlp_out         (L, B, T, D)  MLP(LN_2(a)), the MLP branch (float32); x^{l+1} = a + mlp_out
+        final_residual     (B, T, D)  x^L, entering LN_f
+    """
+    x_BxTxD, per_layer = _blocks(params, tokens_BxT, cfg, compute_dtype, keep=True)
+    return {**per_layer, "final_residual": x_BxTxD}
+
+
+def _blocks(params: dict, tokens_BxT: jax.Array, cfg: GPT2Config, compute_dtype, keep: bool) -> tuple[jax.Array, dict | None]:
+    """``x^L`` from the token and position embeddings through every block (``lax.scan`` over the stacked
+    layers), and each block's intermediates (:func:`_block`) stacked over layers when ``keep``, else None."""
+    B, T = tokens_BxT.shape
+    if T > cfg.n_positions:
+        raise UserError(f"sequence length {T} exceeds the model's context n_positions={cfg.n_positions}: "
+                        f"use a context of at most {cfg.n_positions} tokens")
+    x_BxTxD = params["wte"][tokens_BxT] + params["wpe"][None, :T, :]
+
+    def body(x_BxTxD, layer):
+        x_BxTxD, parts = _block(x_BxTxD, layer, cfg, compute_dtype)
+        return x_BxTxD, parts if keep else None
+
+    return jax.lax.scan(body, x_BxTxD, params["h"])
+
+
+def _block(x_BxTxD: jax.Array, layer: dict, cfg: GPT2Config, dtype) -> tuple[jax.Array, dict]:
+    """One pre-LN block, ``a = x + Attn(LN_1(x))``, ``x' = a + MLP(LN_2(a))``: ``x'`` and the intermediates
+    named as in :func:`activations`."""
+    attn_BxTxD = _attention(_layer_norm(x_BxTxD, layer["ln_1"], cfg.layer_norm_epsilon), layer["attn"], cfg.n_head, dtype)
+    a_BxTxD = x_BxTxD + attn_BxTxD
+    hidden_BxTxF, mlp_BxTxD = _mlp(_layer_norm(a_BxTxD, layer["ln_2"], cfg.layer_norm_epsilon), layer["mlp"], dtype)
+    parts = {"residual": x_BxTxD, "attn_out": attn_BxTxD, "mlp_hidden": hidden_BxTxF, "mlp_out": mlp_BxTxD}
+    return a_BxTxD + mlp_BxTxD, parts
 
 
 def _layer_norm(x_BxTxD: jax.Array, ln: dict, eps: float) -> jax.Array:
@@ -230,7 +256,78 @@ def _causal_softmax_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, dtype) -> jax.Arr
     return jnp.einsum("bnts,bsnh->btnh", probs_BxNxTxT.astype(dtype), v_BxTxNxH, preferred_element_type=jnp.float32)
 
 
-def _mlp(h_BxTxD: jax.Array, mlp: dict, dtype) -> jax.Array:
-    """``gelu_new(h W_fc + b_fc) W_proj + b_proj`` (tanh-GELU)."""
+def _mlp(h_BxTxD: jax.Array, mlp: dict, dtype) -> tuple[jax.Array, jax.Array]:
+    """The hidden activation ``a = gelu_new(h W_fc + b_fc)`` (tanh-GELU, in ``dtype``) and the output
+    ``a W_proj + b_proj`` (float32)."""
     a_BxTxF = jax.nn.gelu(_dense(h_BxTxD, mlp["c_fc"], dtype), approximate=True)
-    return _dense(a_BxTxF, mlp["c_proj"], dtype).astype(jnp.float32)
+    return a_BxTxF, _dense(a_BxTxF, mlp["c_proj"], dtype).astype(jnp.float32)
+
+
+# --- the family's weight matrices (one naming for spectra, constraint norms and Muon's split) -----------
+
+#: Per-layer matrices: name suffix -> (leaf path under ``h``, block index, blocks fused on the last axis).
+LAYER_MATRICES: dict[str, tuple[tuple[str, ...], int, int]] = {
+    "attn.q": (("attn", "c_attn", "kernel"), 0, 3),
+    "attn.k": (("attn", "c_attn", "kernel"), 1, 3),
+    "attn.v": (("attn", "c_attn", "kernel"), 2, 3),
+    "attn.c_proj": (("attn", "c_proj", "kernel"), 0, 1),
+    "mlp.c_fc": (("mlp", "c_fc", "kernel"), 0, 1),
+    "mlp.c_proj": (("mlp", "c_proj", "kernel"), 0, 1),
+}
+
+
+def matrix_names(cfg: GPT2Config) -> list[str]:
+    """Every weight matrix by its Hugging Face name: per layer ``h.{l}.attn.q``, ``.k``, ``.v`` (the three
+    blocks of ``c_attn``), ``h.{l}.attn.c_proj``, ``h.{l}.mlp.c_fc``, ``h.{l}.mlp.c_proj``; then ``wte``, ``wpe``
+    and ``lm_head`` (untied heads only)."""
+    names = [f"h.{layer}.{m}" for layer in range(cfg.n_layer) for m in LAYER_MATRICES]
+    return names + ["wte", "wpe"] + ([] if cfg.tie_word_embeddings else ["lm_head"])
+
+
+def hidden_matrix_names(cfg: GPT2Config) -> tuple[str, ...]:
+    """The matrices Muon orthogonalises (:data:`MUON_MATRICES`, q, k and v separately): every ``h.*`` matrix."""
+    return tuple(n for n in matrix_names(cfg) if n.startswith("h."))
+
+
+def matrices(params: dict, cfg: GPT2Config, names=None) -> dict:
+    """``{name: W}`` for the named matrices (default all, :func:`matrix_names`), each ``(…, fan_out, fan_in)``
+    (the stored ``(in, out)`` kernels transposed; embeddings and head ``(V, D)`` as stored), any leading
+    axes of the leaves kept (e.g. a t axis). A name this config lacks is a UserError."""
+    names = checked_matrix_names(cfg, names)
+    out = {}
+    for name in names:
+        if name.startswith("h."):
+            _, layer, suffix = name.split(".", 2)
+            path, block, fused = LAYER_MATRICES[suffix]
+            w = _leaf(params, ("h",) + path)[..., int(layer), :, :]
+            width = w.shape[-1] // fused
+            out[name] = jnp.swapaxes(w[..., block * width:(block + 1) * width], -1, -2)
+        else:
+            out[name] = _leaf(params, (name,))
+    return out
+
+
+def checked_matrix_names(cfg: GPT2Config, names=None) -> list[str]:
+    """``names`` (default: all of :func:`matrix_names`) after checking this config has each of them."""
+    known = matrix_names(cfg)
+    if names is None:
+        return known
+    names = list(names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"this checkpoint has no matrix {unknown[0]!r} ({cfg.n_layer} layers, "
+                        f"{'tied' if cfg.tie_word_embeddings else 'untied'} head): use names like {known[0]!r}, "
+                        f"'h.{cfg.n_layer - 1}.mlp.c_proj', 'wte'")
+    if not names:
+        raise UserError("no matrix named: pass at least one name, e.g. 'h.0.attn.q'")
+    return names
+
+
+def _leaf(params, path: tuple[str, ...]):
+    node = params
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            raise UserError(f"the checkpoint has no {'/'.join(path)}: pass a GPT-2 checkpoint of this config "
+                            "(connect train-lm or Hugging Face GPT2LMHeadModel)")
+        node = node[key]
+    return node

@@ -58,6 +58,16 @@ def apply(params: dict, x_NxD: jax.Array) -> jax.Array:
     return jax.nn.relu(pre_NxM) @ params["a"]
 
 
+def matrix_names(cfg: ReluConfig | None = None) -> list[str]:
+    """The family's one weight matrix, the first layer ``W`` (``a`` and ``b`` are vectors)."""
+    return list(MUON_MATRICES)
+
+
+def matrices(params: dict, cfg: ReluConfig | None = None, names=None) -> dict:
+    """``{"W": W}``, stored ``(m, d)`` = ``(fan_out, fan_in)`` (the convention of every family's ``matrices``)."""
+    return {name: params[name] for name in (names or matrix_names(cfg))}
+
+
 def config_of(params: dict) -> ReluConfig:
     """Recover the architecture from a params pytree (asserting its shapes)."""
     if not isinstance(params, dict) or "W" not in params or "a" not in params:

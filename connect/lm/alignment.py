@@ -27,6 +27,12 @@ orthogonal Procrustes problem restricted to ``R𝟙 = 𝟙`` for the rotation: w
 basis ``P = [𝟙/√D, P⊥]`` and the cross-Gram ``G`` (``⟨G, R⟩`` is the objective),
 ``R = P·diag(1, UVᵀ)·Pᵀ`` where ``UΣVᵀ`` is the SVD of ``(PᵀGP)₂₂`` (Schönemann 1966).
 Each alternation cannot increase the distance.
+
+The aligned pair is a *different architecture* from the inputs: LayerNorms at unit gain (inner
+ones at zero bias, the final one with bias ``b/g``) and an untied head, listed in
+:attr:`Alignment.architecture_changes`. Keep it with :meth:`Alignment.save` (a connect GPT-2
+checkpoint) or :meth:`Alignment.export` (a Hugging Face ``GPT2LMHeadModel`` directory), and read
+either back with :func:`connect.lm.training.load`.
 """
 
 from __future__ import annotations
@@ -37,27 +43,73 @@ import jax
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from connect import checkpoints
 from connect.errors import UserError
+from connect.lm import huggingface
 from connect.models.gpt2 import GPT2Config
 
 #: Residual-reading kernels ``(L, D, O)``, each preceded by the LayerNorm named.
 READERS = {("attn", "c_attn"): "ln_1", ("mlp", "c_fc"): "ln_2"}
 #: Residual-writing layers ``(L, I, D)`` with bias ``(L, D)``.
 WRITERS = (("attn", "c_proj"), ("mlp", "c_proj"))
+#: What :func:`fold_layernorms` changes in the architecture (the function stays the same).
+FOLDED = ("LayerNorm gains folded into the following matrices: every LayerNorm has unit gain, ln_1 and ln_2 "
+          "zero bias (gains into c_attn/c_fc kernels, biases into their biases), ln_f bias b/g (gain into the head)")
+#: ... and for a model with a tied head.
+UNTIED = "tied head untied: lm_head = wte·diag(g_f) is a separate array (tie_word_embeddings false), wte stays"
 
 
 @dataclasses.dataclass
 class Alignment:
-    """Result of :func:`align`: A and aligned B (both folded, same function as the inputs),
-    their config (head untied), the transformations found, and the distance after each step."""
+    """Result of :func:`align`: A and aligned B (both folded, same function as the inputs), their
+    config (head untied), the transformations found, and the distances.
+
+    ``report`` rows ``{"step", "iteration", "distance"}`` are all ``‖θ̃_A − T(θ̃_B)‖₂`` on the
+    *folded* trees θ̃ (every row has the same arrays, an untied ``lm_head`` included), so they
+    compare: row 0 (``"folded"``, iteration 0) is before any transformation, then one row per
+    permutation and rotation step. ``distance_unfolded`` is ``‖θ_A − θ_B‖₂`` of the inputs as given
+    (a tied model has no ``lm_head`` there): it is *not* comparable with the report.
+    ``converged``: the last iteration found the same permutations (hence the same rotation) as the
+    one before; without rotation one iteration is exact (each layer's assignment is independent).
+    """
 
     params_a: dict
     params_b: dict
-    cfg: GPT2Config
+    cfg: GPT2Config  # of params_a and params_b: tie_word_embeddings=False
     mlp_perms: np.ndarray  # (L, F): slot j of layer ℓ receives B's unit mlp_perms[ℓ, j]
     head_perms: np.ndarray  # (L, N)
     rotation: np.ndarray  # (D, D), R𝟙 = 𝟙
     report: list[dict]
+    converged: bool
+    iterations: int
+    distance_unfolded: float
+    input_cfg: GPT2Config  # the config the inputs were given with
+    architecture_changes: tuple[str, ...]  # from input_cfg to cfg: FOLDED, and UNTIED for a tied input
+
+    def summary(self) -> dict:
+        """JSON-able facts of the alignment (no arrays): changes, convergence, distances, configs."""
+        return {"architecture_changes": list(self.architecture_changes), "converged": self.converged,
+                "iterations": self.iterations, "report": self.report, "distance_unfolded": self.distance_unfolded,
+                "input_config": self.input_cfg.to_dict(), "config": self.cfg.to_dict()}
+
+    def save(self, path: str, which: str = "b") -> None:
+        """Write aligned B (``which="b"``) or folded A (``"a"``) as a connect GPT-2 checkpoint directory
+        (:func:`connect.checkpoints.save_checkpoint`; metadata ``"model": "gpt2"``, ``"model_config"``
+        the aligned config, ``"alignment"`` :meth:`summary` and ``"endpoint"``). Read it with :func:`connect.lm.training.load`."""
+        params = self._params(which)
+        meta = {"model": "gpt2", "model_config": self.cfg.to_dict(), "alignment": {"endpoint": which, **self.summary()}}
+        checkpoints.save_checkpoint(path, params, meta)
+
+    def export(self, path: str, which: str = "b") -> None:
+        """Write aligned B (or folded A) as a Hugging Face ``GPT2LMHeadModel`` directory (``config.json``
+        with ``tie_word_embeddings`` false, ``model.safetensors``): ``transformers``'
+        ``GPT2LMHeadModel.from_pretrained(path)`` and :func:`connect.lm.training.load` read it."""
+        huggingface.save_pretrained(self._params(which), self.cfg, path)
+
+    def _params(self, which: str) -> dict:
+        if which not in ("a", "b"):
+            raise UserError(f"which={which!r}: pass 'a' (folded A) or 'b' (aligned B)")
+        return self.params_a if which == "a" else self.params_b
 
 
 def _numpy(params) -> dict:
@@ -208,32 +260,35 @@ def distance(params_a: dict, params_b: dict) -> float:
 
 def align(params_a: dict, params_b: dict, cfg: GPT2Config, *, rotate: bool = True, max_iters: int = 10) -> Alignment:
     """Fold both models' LayerNorms, then alternate permutation matching and (when ``rotate``)
-    the residual rotation until nothing changes; B's function is unchanged throughout.
-    ``report`` lists the distance ``‖θ_A − T(θ_B)‖`` after each step."""
+    the residual rotation until the permutations repeat (``converged``) or ``max_iters``
+    iterations; B's function is unchanged throughout. ``report`` lists the distance
+    ``‖θ̃_A − T(θ̃_B)‖`` of the folded trees before and after each step (see :class:`Alignment`)."""
+    if max_iters < 1:
+        raise ValueError(f"max_iters={max_iters}: align needs at least one iteration")
     a, cfg_f = fold_layernorms(params_a, cfg)
     b, _ = fold_layernorms(params_b, cfg)
     if jax.tree.structure(a) != jax.tree.structure(b) or any(x.shape != y.shape for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))):
         raise UserError("the two models have different architectures: align checkpoints of the same GPT-2 config")
-    d = cfg.n_embd
-    rot = np.eye(d)
-    report = [{"step": "raw", "distance": distance(_numpy(params_a), _numpy(params_b))}, {"step": "fold layernorms", "distance": distance(a, b)}]
+    rot = np.eye(cfg.n_embd)
+    report = [{"step": "folded", "iteration": 0, "distance": distance(a, b)}]
     mlp = heads = None
-    for it in range(max_iters):
+    converged, it = False, 0
+    while not converged and it < max_iters:
+        it += 1
         new_mlp, new_heads = match_permutations(a, rotate_residual(b, rot) if rotate else b, cfg)
         permuted = permute(b, cfg, new_mlp, new_heads)
-        report.append({"step": f"permute heads and MLP units ({it + 1})",
+        report.append({"step": "permute heads and MLP units", "iteration": it,
                        "distance": distance(a, rotate_residual(permuted, rot) if rotate else permuted)})
-        converged = mlp is not None and np.array_equal(new_mlp, mlp) and np.array_equal(new_heads, heads)
+        # Without rotation each layer's assignment is exact at once; with it, the rotation is a function of
+        # the permutations, so permutations that repeat are a fixed point.
+        converged = not rotate or (mlp is not None and np.array_equal(new_mlp, mlp) and np.array_equal(new_heads, heads))
         mlp, heads = new_mlp, new_heads
-        if not rotate:
-            break
-        new_rot = match_rotation(a, permuted)
-        report.append({"step": f"rotate residual stream ({it + 1})", "distance": distance(a, rotate_residual(permuted, new_rot))})
-        converged &= np.allclose(new_rot, rot, atol=1e-9)
-        rot = new_rot
-        if converged:
-            break
+        if rotate:
+            rot = match_rotation(a, permuted)
+            report.append({"step": "rotate residual stream", "iteration": it, "distance": distance(a, rotate_residual(permuted, rot))})
     out = permute(b, cfg, mlp, heads)
     if rotate:
         out = rotate_residual(out, rot)
-    return Alignment(a, out, cfg_f, mlp, heads, rot, report)
+    changes = (FOLDED, UNTIED) if cfg.tie_word_embeddings else (FOLDED,)
+    return Alignment(a, out, cfg_f, mlp, heads, rot, report, converged=bool(converged), iterations=it,
+                     distance_unfolded=distance(params_a, params_b), input_cfg=cfg, architecture_changes=changes)

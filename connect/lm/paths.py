@@ -4,8 +4,8 @@ A path is :mod:`connect.paths`' stacked nodes ``[θ_A, θ_1, …, θ_B]`` over a
 (:mod:`connect.models.gpt2`). Along it, on a t-grid (default 0, 0.1, …, 1):
 
 * **val loss** ``L(θ(t)) = −(1/N) Σ_i log p_θ(t)(y_i | x_{≤i})`` over the ``N`` target tokens of the
-  consecutive windows of :func:`connect.corpus.eval_batches` (every token weighted equally, as
-  :func:`connect.lm_training.evaluate`). The points are built on the device (:func:`connect.paths.point`)
+  consecutive windows of :func:`connect.lm.corpus.eval_batches` (every token weighted equally, as
+  :func:`connect.lm.training.evaluate`). The points are built on the device (:func:`connect.paths.point`)
   ``t_chunk`` at a time, and one compiled program takes a data batch and returns the summed negative
   log-likelihood at every point of the chunk (``vmap``); the batch axis is sharded over a 1-D mesh
   named ``data`` (params replicated), so XLA sums across devices. The last, short batch is padded with zero-weight rows, so one shape
@@ -17,12 +17,12 @@ A path is :mod:`connect.paths`' stacked nodes ``[θ_A, θ_1, …, θ_B]`` over a
   ``−(1/N) Σ_i log p̄(y_i)``, computed as ``log p̄ = logsumexp_m log p_m − log M``, for the endpoints,
   for the best interior grid point (lowest val loss, chosen on the same data), and for the
   endpoints plus that point;
-* **spectra** of every weight matrix (:func:`spectra_along_path`), named as Hugging Face names the
-  layers: ``h.{l}.attn.q``, ``.k``, ``.v`` (the three blocks of ``c_attn``), ``h.{l}.attn.c_proj``,
-  ``h.{l}.mlp.c_fc``, ``h.{l}.mlp.c_proj``, ``wte``, ``wpe`` and ``lm_head`` (untied heads).
+* **spectra** of every weight matrix (:func:`spectra_along_path`, :func:`connect.spectra.along_path`), named by
+  :func:`connect.models.gpt2.matrix_names` as Hugging Face names the layers: ``h.{l}.attn.q``, ``.k``, ``.v``
+  (the three blocks of ``c_attn``), ``h.{l}.attn.c_proj``, ``h.{l}.mlp.c_fc``, ``h.{l}.mlp.c_proj``, ``wte``, ``wpe``, ``lm_head``.
 
 :func:`learn_path` learns the free nodes on random training windows (:func:`connect.paths.fit`
-with ``batch_fn`` = :func:`connect.corpus.batch`), by default with the endpoints' optimizer of
+with ``batch_fn`` = :func:`connect.lm.corpus.batch`), by default with the endpoints' optimizer of
 :func:`connect.optimizers.make_lm` (the "optimizer-restricted" path).
 """
 
@@ -38,29 +38,17 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from connect import barrier, batching, corpus, optimizers, paths, spectra
+from connect import barrier, optimizers, paths, spectra
 from connect.errors import UserError
+from connect.lm import corpus
 from connect.models import gpt2
-
-#: Per-layer matrices: name suffix -> (leaf path under ``h``, block index, blocks fused on the last axis).
-LAYER_MATRICES: dict[str, tuple[tuple[str, ...], int, int]] = {
-    "attn.q": (("attn", "c_attn", "kernel"), 0, 3),
-    "attn.k": (("attn", "c_attn", "kernel"), 1, 3),
-    "attn.v": (("attn", "c_attn", "kernel"), 2, 3),
-    "attn.c_proj": (("attn", "c_proj", "kernel"), 0, 1),
-    "mlp.c_fc": (("mlp", "c_fc", "kernel"), 0, 1),
-    "mlp.c_proj": (("mlp", "c_proj", "kernel"), 0, 1),
-}
-#: Scalar statistics reported per matrix and as medians over matrices.
-SPECTRUM_STATS = spectra.SUMMARIES
-
 
 # --- checks ---------------------------------------------------------------------------------------
 
 
 def load_pair(path_a: str, path_b: str) -> tuple[dict, dict, gpt2.GPT2Config]:
-    """Two checkpoints (:func:`connect.lm_training.load`: connect or Hugging Face) and their common config."""
-    from connect import lm_training
+    """Two checkpoints (:func:`connect.lm.training.load`: connect or Hugging Face) and their common config."""
+    from connect.lm import training as lm_training
 
     (theta_a, cfg_a), (theta_b, cfg_b) = lm_training.load(path_a), lm_training.load(path_b)
     return theta_a, theta_b, check_pair(theta_a, cfg_a, theta_b, cfg_b)
@@ -173,18 +161,13 @@ def evaluate_path(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, tokens: np.nda
             ts = np.concatenate([ts_T, extra])
             loss = np.concatenate([loss_T, path_losses(kind, nodes_K, model_cfg, data, extra, t_chunk=t_chunk, **kw)])
         order = np.argsort(ts, kind="stable")
-        return _curve(ts[order], loss[order])
+        return barrier.curve(ts[order], loss[order])
 
     out = curve(tokens)
     out["ood"] = None if ood_tokens is None else curve(ood_tokens)
     out["ensemble"] = (_ensembles(kind, nodes_K, model_cfg, tokens, np.asarray(out["t"], np.float32), out["loss"], **kw)
                        if ensembles else None)
     return out
-
-
-def _curve(ts_T: np.ndarray, loss_T: np.ndarray) -> dict:
-    return {"t": ts_T.tolist(), "loss": loss_T.tolist(), "barrier": barrier.barrier(ts_T, loss_T),
-            "max_barrier": barrier.max_barrier(ts_T, loss_T)}
 
 
 def _ensembles(kind, nodes_K, model_cfg, tokens, ts_T, loss_T, **kw) -> dict:
@@ -263,10 +246,10 @@ def learn_path(theta_a, theta_b, kind: str, model_cfg: gpt2.GPT2Config, data, *,
                optimizer: str | optax.GradientTransformation = "adamw", lr: float = 1e-3, aux_lr: float | None = None,
                weight_decay: float = 0.0, seed: int = 0, mesh: Mesh | None = None, compute_dtype=jnp.float32):
     """Learn the ``n_free`` free nodes of a ``kind`` path between two GPT-2s on training windows:
-    minimise ``E_{t~D} L(θ(t); x_k, y_k)`` with step k's batch :func:`connect.corpus.batch` ``(train,
+    minimise ``E_{t~D} L(θ(t); x_k, y_k)`` with step k's batch :func:`connect.lm.corpus.batch` ``(train,
     seed, k, batch_size, context)`` (:func:`connect.paths.fit`, ``batch_fn`` mode).
 
-    ``data`` is a :class:`connect.corpus.Corpus` (its train split is used) or a token array.
+    ``data`` is a :class:`connect.lm.corpus.Corpus` (its train split is used) or a token array.
     ``optimizer`` is an optax transformation of the free-node tree or a name of
     :data:`connect.optimizers.LM_OPTIMIZERS` built by :func:`connect.optimizers.make_lm` with ``lr``,
     ``aux_lr`` and ``weight_decay`` (the endpoints' optimizer: the optimizer-restricted path).
@@ -302,7 +285,7 @@ def _path_optimizer(name: str, model_cfg: gpt2.GPT2Config, n_free: int, lr: floa
     :func:`connect.paths.fit` reuses its compiled step across pairs)."""
     free0 = jax.eval_shape(lambda: jax.tree.map(lambda x: jnp.zeros((n_free, *x.shape), x.dtype),
                                                 gpt2.init(jax.random.key(0), model_cfg)))
-    return optimizers.make_lm(name, free0, lr=lr, aux_lr=aux_lr, weight_decay=weight_decay)
+    return optimizers.make_lm(name, free0, lr=lr, aux_lr=aux_lr, weight_decay=weight_decay, matrices=gpt2.MUON_MATRICES)
 
 
 @functools.lru_cache(maxsize=16)
@@ -311,116 +294,60 @@ def _batch_loss(model_cfg: gpt2.GPT2Config, dtype_name: str):
     return lambda theta, xy: gpt2.loss(theta, *xy, model_cfg, compute_dtype=jnp.dtype(dtype_name))
 
 
+#: Learning rates of the hidden matrices when a path is learned, per optimizer (the GPT-2 study's; else 1e-3).
+PATH_LR = {"adamw": 1e-3, "muon": 4e-3}
+
+
+def between(ckpt_a, ckpt_b, kind: str = "linear", *, data=None, ts_T=None, align: bool = False, steps: int = 200,
+            optimizer: str | None = None, batch_size: int = 8, context: int | None = None, max_batches: int | None = 16,
+            seed: int = 0) -> dict:
+    """One call: the loss curve of a ``kind`` path between two GPT-2 checkpoints (``connect train-lm`` or Hugging
+    Face directories of one config), with defaults that fit a laptop: ``data`` a :class:`connect.lm.corpus.Corpus`,
+    a corpus path or ``None`` (the embedded corpus); ``batch_size`` 8 windows of ``context`` tokens (default
+    ``min(n_positions, 256)``), ``max_batches`` 16 of them (``None``: the whole val split); a learned kind's bend
+    trained for ``steps`` steps by ``optimizer`` (default: the endpoints' own when both record the same,
+    :func:`connect.optimizers.path_optimizer`) at :data:`PATH_LR`. ``align`` first aligns B to A
+    (:func:`connect.lm.alignment.align`). Returns :func:`evaluate_path`'s record plus ``nodes``, ``objective``,
+    ``path_optimizer`` and ``alignment`` (the alignment's summary, or None)."""
+    from connect import checkpoints
+    from connect.lm import alignment
+
+    theta_a, theta_b, cfg = load_pair(ckpt_a, ckpt_b)
+    corp = data if isinstance(data, corpus.Corpus) else corpus.load(data)
+    context = context or min(cfg.n_positions, 256)
+    summary = None
+    if align:
+        al = alignment.align(theta_a, theta_b, cfg)
+        theta_a, theta_b, cfg, summary = al.params_a, al.params_b, al.cfg, al.summary()
+    name = optimizer or optimizers.path_optimizer(checkpoints.recorded_optimizer(ckpt_a), checkpoints.recorded_optimizer(ckpt_b))
+    nodes_K, obj = learn_path(theta_a, theta_b, kind, cfg, corp, steps=steps, batch_size=batch_size, context=context,
+                              optimizer=name, lr=PATH_LR.get(name, 1e-3), seed=seed)
+    out = evaluate_path(kind, nodes_K, cfg, corp.val, ts_T, batch_size=batch_size, context=context, max_batches=max_batches)
+    return {**out, "nodes": nodes_K, "objective": np.asarray(obj).tolist(), "path_optimizer": name, "alignment": summary}
+
+
 # --- spectra along a path ---------------------------------------------------------------------------
-
-
-def matrix_names(model_cfg: gpt2.GPT2Config) -> list[str]:
-    """Every weight matrix of a GPT-2 by name: per layer q, k, v, attention out, MLP in, MLP out; then embeddings and head."""
-    names = [f"h.{layer}.{m}" for layer in range(model_cfg.n_layer) for m in LAYER_MATRICES]
-    return names + ["wte", "wpe"] + ([] if model_cfg.tie_word_embeddings else ["lm_head"])
-
-
-def muon_matrix_names(model_cfg: gpt2.GPT2Config) -> tuple[str, ...]:
-    """The matrices Muon orthogonalises (:data:`connect.models.gpt2.MUON_MATRICES`: q, k, v separately)."""
-    return tuple(n for n in matrix_names(model_cfg) if n.startswith("h."))
-
-
-def named_matrices(params, model_cfg: gpt2.GPT2Config, names: Sequence[str] | None = None) -> dict:
-    """``{name: W}`` for the matrices of a GPT-2 tree (stored ``(in, out)``, any leading axes kept,
-    e.g. a t axis), by the names of :func:`matrix_names`; a name the model lacks is a UserError."""
-    names = _checked_names(model_cfg, names)
-    out = {}
-    for name in names:
-        if name.startswith("h."):
-            _, layer, suffix = name.split(".", 2)
-            path, block, fused = LAYER_MATRICES[suffix]
-            w = _leaf(params, ("h",) + path)[..., int(layer), :, :]
-            width = w.shape[-1] // fused
-            out[name] = w[..., block * width:(block + 1) * width]
-        else:
-            out[name] = _leaf(params, (name,))
-    return out
 
 
 def spectra_along_path(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, ts_T=None, *, names: Sequence[str] | None = None,
                        weight_decay: float = 0.1, constraint_optimizers: Sequence[str] = ("adamw", "muon"),
                        strategy: str = "auto") -> dict:
-    """Singular values and summaries (:mod:`connect.spectra`) of every named matrix at every t.
-
-    Per matrix (names of :func:`matrix_names`, default all): ``singular_values`` ``(T, R)``, the
-    scalar summaries of :data:`SPECTRUM_STATS` ``(T,)``, and for each optimizer ``o`` of
-    ``constraint_optimizers`` the norm of its implicit set at decay ``weight_decay`` relative to the radius,
-    ``{o}_rel`` ``(T,)`` (:func:`connect.optimizers.constraint`; Muon's spectral ball on the
-    attention and MLP matrices with the shape factor of the ``(out, in)`` matrix, ℓ∞ elsewhere).
-    ``median`` holds the median over the matrices of every scalar ``(T,)``. The t-points are mapped
-    by ``strategy`` (:mod:`connect.batching`; ``auto``: ``vmap`` on accelerators) inside one compiled
-    program; on CPU always by ``lax.map``, since there a program with a dozen or more vmapped SVDs
-    deadlocks in XLA's thread pool (jax 0.10.2, 2 cores). Returns numpy arrays.
-    """
+    """:func:`connect.spectra.along_path` of the GPT-2 matrices ``names`` (default all,
+    :func:`connect.models.gpt2.matrix_names`), with the implicit set of each optimizer of
+    ``constraint_optimizers`` at decay ``weight_decay`` (:func:`connect.optimizers.constraint`; Muon's spectral
+    ball on the attention and MLP matrices with the shape factor of the ``(out, in)`` matrix, ℓ∞ elsewhere)
+    reported as ``{o}_rel``. Returns ``{"t", "names", "matrices": {name: {stat: (T, …)}}, "median"}``."""
     ts_T = check_grid(barrier.grid() if ts_T is None else ts_T)
-    names = tuple(_checked_names(model_cfg, names))
-    strategy = batching.resolve(strategy)
-    if strategy not in batching.TRACEABLE:
-        raise ValueError(f"spectra_along_path maps inside jit: strategy must be one of {', '.join(batching.TRACEABLE)}")
-    if jax.default_backend() == "cpu":
-        strategy = "map"  # XLA CPU (jax 0.10.2, 2 cores) deadlocks running a dozen vmapped SVDs of one program concurrently
-    n_nodes = jax.tree.leaves(nodes_K)[0].shape[0]
-    if n_nodes < 2:
-        raise ValueError(f"a path needs at least 2 nodes, got {n_nodes}")
-    per = jax.device_get(_spectra_fn(kind, model_cfg, names, strategy)(nodes_K, jnp.asarray(ts_T)))
-    sets = {o: optimizers.constraint(o, weight_decay, muon_matrix_names(model_cfg)) for o in constraint_optimizers}
-    shapes = {n: tuple(x.shape) for n, x in jax.eval_shape(lambda nodes: named_matrices(_at0(nodes), model_cfg, names), nodes_K).items()}
-    matrices = {}
-    for name in names:
-        s = {k: np.asarray(v) for k, v in per[name].items()}
-        for o, cs in sets.items():
-            s[f"{o}_rel"] = np.asarray(spectra.constraint_relative(s, cs, name, shapes[name][::-1]))
-        matrices[name] = s
-    stats = list(SPECTRUM_STATS) + [f"{o}_rel" for o in sets]
-    return {"t": ts_T, "names": list(names), "matrices": matrices,
-            "median": {k: np.asarray(v) for k, v in spectra.medians(matrices, stats).items()}}
-
-
-def _at0(nodes_K):
-    return jax.tree.map(lambda x: x[0], nodes_K)
+    names = tuple(gpt2.checked_matrix_names(model_cfg, names))
+    sets = {o: optimizers.constraint(o, weight_decay, gpt2.hidden_matrix_names(model_cfg)) for o in constraint_optimizers}
+    return spectra.along_path(kind, nodes_K, ts_T, _matrices_fn(model_cfg, names), constraint_sets=sets, strategy=strategy)
 
 
 @functools.lru_cache(maxsize=16)
-def _spectra_fn(kind, model_cfg, names, strategy):
-    """``(nodes_K, ts_T) -> {name: summaries with leading T}``, jitted once per path kind, model and names."""
-
-    def run(nodes_K, ts_T):
-        def at(t):
-            return {n: spectra.summarize(w) for n, w in named_matrices(paths.point(kind, nodes_K, t), model_cfg, names).items()}
-
-        return batching.map_leading(at, ts_T, strategy)
-
-    return jax.jit(run)
-
-
-def _checked_names(model_cfg: gpt2.GPT2Config, names: Sequence[str] | None) -> list[str]:
-    known = matrix_names(model_cfg)
-    if names is None:
-        return known
-    names = list(names)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UserError(f"this checkpoint has no matrix {unknown[0]!r} ({model_cfg.n_layer} layers, "
-                        f"{'tied' if model_cfg.tie_word_embeddings else 'untied'} head): use names like {known[0]!r}, "
-                        f"'h.{model_cfg.n_layer - 1}.mlp.c_proj', 'wte'")
-    if not names:
-        raise UserError("no matrix named: pass at least one name, e.g. 'h.0.attn.q'")
-    return names
-
-
-def _leaf(params, path: tuple[str, ...]):
-    node = params
-    for key in path:
-        if not isinstance(node, dict) or key not in node:
-            raise UserError(f"the checkpoint has no {'/'.join(path)}: pass a GPT-2 checkpoint of this config "
-                            "(connect train-lm or Hugging Face GPT2LMHeadModel)")
-        node = node[key]
-    return node
+def _matrices_fn(model_cfg: gpt2.GPT2Config, names: tuple[str, ...]):
+    """``params -> {name: W}`` of the GPT-2 family, one function object per config and names (so
+    :func:`connect.spectra.along_path` compiles once per path kind)."""
+    return functools.partial(gpt2.matrices, cfg=model_cfg, names=names)
 
 
 def _join(path) -> str:

@@ -1,8 +1,8 @@
 """``connect train-lm`` and ``connect eval-lm``: GPT-2 training runs and val losses from the command line.
 
-Thin entry points over :func:`connect.lm_training.train`, :func:`connect.lm_training.load` and
-:func:`connect.lm_training.evaluate`; every option of ``train-lm`` is a field of
-:class:`connect.config.TrainLMConfig`.
+Thin entry points over :func:`connect.lm.training.train`, :func:`connect.lm.training.load` and
+:func:`connect.lm.training.evaluate`; every option of ``train-lm`` is a field of
+:class:`connect.lm.config.TrainLMConfig`.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import argparse
 import os
 import shutil
 
+from connect.cli.options import add_config_flags, config_from_args
 from connect.errors import UserError
+from connect.lm.config import TrainLMConfig
 
 DEFAULT_RUNS = "runs"
 
 
 def add_parser(sub) -> None:
     """Register ``train-lm`` and ``eval-lm`` on the ``connect`` subparsers ``sub``."""
-    from connect import cli, config
-
     t = sub.add_parser(
         "train-lm", help="train GPT-2 (tiny on the embedded corpus by default: CPU minutes) with AdamW, Muon, Lion or SGD",
         description="Train GPT-2 seeds at once (vmap over seeds) and write OUT/config.json, OUT/seed-S/metrics.jsonl and "
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     t.add_argument("--out", default=None,
                    help=f"run directory, resumed if it holds checkpoints (default: {DEFAULT_RUNS}/OPTIMIZER-SEED, seeds joined by '-')")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    cli.add_config_flags(t, config.TrainLMConfig)
+    add_config_flags(t, TrainLMConfig)
     t.set_defaults(func=cmd_train_lm)
 
     e = sub.add_parser(
@@ -45,8 +45,8 @@ def add_parser(sub) -> None:
     e.add_argument("ckpt", metavar="CKPT")
     e.add_argument("--data", default="", help="corpus as for train-lm --data (default: the embedded corpus)")
     e.add_argument("--tokenizer", default="", help="a Hugging Face tokenizer.json to encode text with (default: bytes)")
-    e.add_argument("--val-fraction", type=float, default=config.TrainLMConfig.val_fraction,
-                   help=f"val fraction of a text corpus, as in training (default: {config.TrainLMConfig.val_fraction})")
+    e.add_argument("--val-fraction", type=float, default=TrainLMConfig.val_fraction,
+                   help=f"val fraction of a text corpus, as in training (default: {TrainLMConfig.val_fraction})")
     e.add_argument("--batch-size", type=int, default=16, help="windows per evaluation batch (default: 16)")
     e.add_argument("--context", type=int, default=None, help="tokens per window (default: the model's n_positions)")
     e.add_argument("--max-batches", type=int, default=0, help="evaluate at most this many batches (default: 0, the whole split)")
@@ -54,13 +54,13 @@ def add_parser(sub) -> None:
 
 
 def cmd_train_lm(args: argparse.Namespace) -> int:
-    from connect import cli, config, lm_training
+    from connect.lm import training as lm_training
 
     if args.seed is not None:
         if args.seeds is not None:
             raise UserError("pass --seed or --seeds, not both (they mean the same)")
         args.seeds = [args.seed]
-    cfg = cli.config_from_args(args, config.TrainLMConfig)
+    cfg = config_from_args(args, TrainLMConfig)
     out = args.out or os.path.join(DEFAULT_RUNS, f"{cfg.optimizer}-{'-'.join(map(str, cfg.seeds))}")
     fresh = not (os.path.isdir(out) and os.listdir(out))
     try:
@@ -74,7 +74,8 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_lm(args: argparse.Namespace) -> int:
-    from connect import corpus, lm_training
+    from connect.lm import corpus
+    from connect.lm import training as lm_training
 
     if args.batch_size < 1 or (args.context is not None and args.context < 1) or args.max_batches < 0:
         raise UserError("--batch-size and --context must be ≥ 1 and --max-batches ≥ 0 (0: the whole split)")

@@ -1,7 +1,7 @@
 """Alignment: moving network B to the symmetry-equivalent copy nearest network A.
 
 This package's top level aligns two-layer ReLU networks by permuting hidden units;
-:mod:`connect.alignment.gpt2` aligns GPT-2 models (head and MLP permutations, a rotation of
+:mod:`connect.lm.alignment` aligns GPT-2 models (head and MLP permutations, a rotation of
 the residual stream).
 
 Hidden units of ``f(x) = Σ_j a_j relu(w_jᵀx + b_j)`` can be reordered without changing

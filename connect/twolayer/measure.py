@@ -16,9 +16,10 @@ import numpy as np
 import optax
 
 from connect import barrier as barrier_lib
-from connect import batching, constraints, losses, paths, spectra
-from connect.data import Dataset
+from connect import batching, constraints, paths, spectra
 from connect.models import relu
+from connect.twolayer import losses
+from connect.twolayer.data import Dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +46,7 @@ def point_metrics(params: dict, data: Dataset, lam: float) -> dict:
     if data.task == "classification":
         out["err_train"] = losses.error_rate(f_tr, data.y_train)
         out["err_test"] = losses.error_rate(f_te, data.y_test)
-    out.update(spectra.summarize(params["W"]))
+    out.update(spectra.matrix_summaries(relu.matrices(params))["W"])
     return out
 
 
@@ -165,9 +166,8 @@ def barriers(curves: dict) -> list[dict]:
         for prefix, metric in (("", "loss"), ("err_", "err")):
             for split in ("train", "test"):
                 if f"{metric}_{split}" in curves:
-                    values = curves[f"{metric}_{split}"][p]
-                    row[f"{prefix}barrier_{split}"] = barrier_lib.barrier(ts, values)
-                    row[f"{prefix}max_barrier_{split}"] = barrier_lib.max_barrier(ts, values)
+                    c = barrier_lib.curve(ts, curves[f"{metric}_{split}"][p])
+                    row[f"{prefix}barrier_{split}"], row[f"{prefix}max_barrier_{split}"] = c["barrier"], c["max_barrier"]
         rows.append(row)
     return rows
 
@@ -193,7 +193,7 @@ def measure_raw_and_aligned(
     ``alignment`` (``raw``/``aligned``), endpoint losses, every barrier of :func:`barriers`
     and the per-t ``curves`` of :data:`CURVES` (as lists).
     """
-    from connect import alignment  # scipy, host-side
+    from connect.twolayer import alignment  # scipy, host-side
 
     n = len(a_list)
     b_aligned = [alignment.align(a, b) for a, b in zip(a_list, b_list)]

@@ -32,7 +32,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,14 +41,13 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from connect import batching, checkpoints, corpus, optimizers, schedules
-from connect.config import TrainLMConfig
+from connect import batching, checkpoints, optimizers, schedules
 from connect.errors import UserError
 from connect.io import claim_directory, write_text_atomic
+from connect.lm import corpus
+from connect.lm.config import TrainLMConfig
+from connect.lm.flops import flops_per_token, n_params, peak_flops
 from connect.models import gpt2
-
-#: Dense bf16 peak FLOP/s per device, by a substring of ``device.device_kind`` (vendor data sheets, without sparsity).
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def train(cfg: TrainLMConfig, out: str, *, seeds: Sequence[int] | None = None, progress: bool = True,
@@ -61,6 +60,34 @@ def train(cfg: TrainLMConfig, out: str, *, seeds: Sequence[int] | None = None, p
     """
     if seeds is not None:
         cfg = dataclasses.replace(cfg, seeds=[int(s) for s in seeds])
+    run = _prepare(cfg, out, devices)
+    params_S, opt_S, start = _initial_state(run, out)
+    for s in cfg.seeds:
+        _truncate_metrics(_metrics_path(out, s), start)
+    last = _loop(run, out, params_S, opt_S, start, progress)
+    return _summary(out, cfg, run.data, run.n_dev, last)
+
+
+class _Run(NamedTuple):
+    """What :func:`train` resolved before any work: the config, model, corpus, mesh and optimizer."""
+
+    cfg: TrainLMConfig
+    model_cfg: gpt2.GPT2Config
+    data: corpus.Corpus
+    mesh: Mesh
+    micro: int
+    dtype: object
+    resolved: dict
+    optimizer: optax.GradientTransformation
+    params0: dict
+
+    @property
+    def n_dev(self) -> int:
+        return self.mesh.devices.size
+
+
+def _prepare(cfg: TrainLMConfig, out: str, devices) -> _Run:
+    """Check every input (config, corpus, mesh), then claim ``out`` (nothing is written before)."""
     cfg.validate()
     model_cfg = cfg.model_config()
     data = corpus.load(cfg.data or None, tokenizer=cfg.tokenizer or None, val_fraction=cfg.val_fraction)
@@ -73,84 +100,84 @@ def train(cfg: TrainLMConfig, out: str, *, seeds: Sequence[int] | None = None, p
         raise UserError(f"micro-batch batch_size/grad_accum = {micro} is not divisible by the {n_dev} devices: "
                         f"make it a multiple of {n_dev}")
     dtype = _compute_dtype(cfg.compute_dtype, mesh)
-    kind = mesh.devices.flat[0].device_kind
     resolved = {
         "model_config": model_cfg.to_dict(), "corpus": data.name, "corpus_vocab_size": data.vocab_size,
         "tokenizer": data.tokenizer, "train_tokens": int(data.train.size), "val_tokens": int(data.val.size),
-        "compute_dtype": jnp.dtype(dtype).name, "n_devices": n_dev, "device_kind": kind,
+        "compute_dtype": jnp.dtype(dtype).name, "n_devices": n_dev, "device_kind": mesh.devices.flat[0].device_kind,
         "n_params": n_params(model_cfg), "flops_per_token": flops_per_token(model_cfg, cfg.context),
     }
     for split in (data.train, data.val):  # before anything is written to ``out``
         corpus.check_windows(split, micro, cfg.context)
     _claim_out(out, cfg, resolved)
+    params0 = _init(jax.random.key(cfg.seeds[0]), model_cfg)
+    return _Run(cfg, model_cfg, data, mesh, micro, dtype, resolved, make_optimizer(cfg, params0), params0)
 
-    replicated = NamedSharding(mesh, PartitionSpec())
-    batch_sharding = NamedSharding(mesh, PartitionSpec(None, None, "data", None))
-    init = jax.jit(gpt2.init, static_argnums=1)
-    params0 = init(jax.random.key(cfg.seeds[0]), model_cfg)
-    optimizer = make_optimizer(cfg, params0)
+
+_init = jax.jit(gpt2.init, static_argnums=1)
+
+
+def _initial_state(run: _Run, out: str):
+    """``(params_S, opt_S, start)``: fresh from the seeds, or resumed from the newest step every seed saved."""
+    cfg, optimizer = run.cfg, run.optimizer
     start = _resume_step(out, cfg.seeds)
     if start:
-        states = [checkpoints.load_train_state(checkpoints.step_dir(_ckpt_dir(out, s), start), optimizer.init(params0))
+        states = [checkpoints.load_train_state(checkpoints.step_dir(_ckpt_dir(out, s), start), optimizer.init(run.params0))
                   for s in cfg.seeds]
         params_S, opt_S = batching.stack([p for p, _, _ in states]), batching.stack([o for _, o, _ in states])
     else:
-        params_S = batching.stack([init(jax.random.key(s), model_cfg) for s in cfg.seeds])
+        params_S = batching.stack([_init(jax.random.key(s), run.model_cfg) for s in cfg.seeds])
         opt_S = jax.jit(jax.vmap(optimizer.init))(params_S)
-    params_S, opt_S = jax.device_put((params_S, opt_S), replicated)
-    for s in cfg.seeds:
-        _truncate_metrics(_metrics_path(out, s), start)
+    params_S, opt_S = jax.device_put((params_S, opt_S), NamedSharding(run.mesh, PartitionSpec()))
+    return params_S, opt_S, start
 
-    step_fn = _step_fn(cfg, model_cfg, optimizer, dtype, replicated)
+
+def _loop(run: _Run, out: str, params_S, opt_S, start: int, progress: bool) -> dict:
+    """Steps ``start … cfg.steps − 1``: log, evaluate and checkpoint on schedule; the last logged values."""
+    cfg, model_cfg = run.cfg, run.model_cfg
+    step_fn = _step_fn(cfg, model_cfg, run.optimizer, run.dtype, NamedSharding(run.mesh, PartitionSpec()))
+    batch_sharding = NamedSharding(run.mesh, PartitionSpec(None, None, "data", None))
     lrs = jax.jit(lambda k: jnp.stack([f(k) for f in _schedules(cfg)]))
-    tokens_per_step = len(cfg.seeds) * cfg.batch_size * cfg.context
-    peak = peak_flops(mesh.devices.flat[0])
-    mfu_per_token = None if peak is None else resolved["flops_per_token"] / (peak * n_dev)
-    eval_kw = dict(batch_size=micro, context=cfg.context, max_batches=cfg.eval_batches or None, compute_dtype=dtype)
+    peak = peak_flops(run.mesh.devices.flat[0])
+    rates = (len(cfg.seeds) * cfg.batch_size * cfg.context, None if peak is None else run.resolved["flops_per_token"] / (peak * run.n_dev))
+    eval_kw = dict(batch_size=run.micro, context=cfg.context, max_batches=cfg.eval_batches or None, compute_dtype=run.dtype)
     last: dict = {}
     if start == 0 and cfg.eval_every:
-        val_S = _eval_losses(params_S, model_cfg, data.val, **eval_kw)
-        _write_rows(out, cfg.seeds, {"step": 0}, {"val_loss": val_S})
-
+        _write_rows(out, cfg.seeds, {"step": 0}, {"val_loss": _eval_losses(params_S, model_cfg, run.data.val, **eval_kw)})
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train-lm {cfg.optimizer}", unit="step", disable=not progress)
-    pending, t_last, step_last = None, time.perf_counter(), start
+    pending, clock = None, (time.perf_counter(), start)
     for k in range(start, cfg.steps):
-        x_SxAxMxT, y_SxAxMxT = _batch(data.train, cfg, k)
-        x_SxAxMxT, y_SxAxMxT = jax.device_put((x_SxAxMxT, y_SxAxMxT), batch_sharding)
-        params_S, opt_S, m = step_fn(params_S, opt_S, x_SxAxMxT, y_SxAxMxT)
+        xy = jax.device_put(_batch(run.data.train, cfg, k), batch_sharding)
+        params_S, opt_S, m = step_fn(params_S, opt_S, *xy)
         done = k + 1
         if pending is not None:  # read step k-1's metrics while step k runs
-            t_last, step_last = _flush(out, cfg, pending, t_last, step_last, tokens_per_step, mfu_per_token, last, bar)
-            pending = None
+            clock, pending = _flush(out, cfg, pending, *clock, *rates, last, bar), None
         is_eval = done == cfg.steps or (cfg.eval_every and done % cfg.eval_every == 0)
         is_ckpt = done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
         if done % cfg.log_every == 0 or done == cfg.steps:
             lr, aux_lr = np.asarray(lrs(k)).tolist()
             pending = {"step": done, "metrics": m, "lr": lr, "aux_lr": aux_lr}
-        if not (is_eval or is_ckpt):
-            bar.update()
-            continue
-        extra = {}
-        if is_eval:
-            extra["val_loss"] = last["val_loss"] = _eval_losses(params_S, model_cfg, data.val, **eval_kw)
-        if pending is not None:
-            t_last, step_last = _flush(out, cfg, pending, t_last, step_last, tokens_per_step, mfu_per_token, last, bar, extra)
-            pending = None
-        elif extra:
-            _write_rows(out, cfg.seeds, {"step": done}, extra)
-        if is_ckpt:
-            _save(out, cfg, model_cfg, data.name, params_S, opt_S, done)
-        t_last, step_last = time.perf_counter(), done
+        if is_eval or is_ckpt:
+            extra = {"val_loss": _eval_losses(params_S, model_cfg, run.data.val, **eval_kw)} if is_eval else {}
+            last.update(extra)
+            if pending is not None:
+                _flush(out, cfg, pending, *clock, *rates, last, bar, extra)
+                pending = None
+            elif extra:
+                _write_rows(out, cfg.seeds, {"step": done}, extra)
+            if is_ckpt:
+                _save(out, cfg, model_cfg, run.data.name, params_S, opt_S, done)
+            clock = (time.perf_counter(), done)
         bar.update()
     bar.close()
-    return _summary(out, cfg, data, n_dev, last)
+    return last
 
 
 def make_optimizer(cfg: TrainLMConfig, params) -> optax.GradientTransformation:
     """:func:`connect.optimizers.make_lm` with ``cfg``'s optimizer, scheduled learning rates, decay and clipping."""
     lr, aux_lr = _schedules(cfg)
     return optimizers.make_lm(cfg.optimizer, params, lr=lr, aux_lr=aux_lr, weight_decay=cfg.weight_decay,
-                              betas=tuple(cfg.betas), momentum=cfg.momentum, clip_norm=cfg.clip_norm or None)
+                              betas=tuple(cfg.betas), momentum=cfg.momentum, clip_norm=cfg.clip_norm or None,
+                              matrices=gpt2.MUON_MATRICES)
 
 
 def make_step(model_cfg: gpt2.GPT2Config, optimizer: optax.GradientTransformation, compute_dtype=jnp.float32):
@@ -182,7 +209,7 @@ def make_step(model_cfg: gpt2.GPT2Config, optimizer: optax.GradientTransformatio
 def evaluate(params, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, *, batch_size: int, context: int,
              max_batches: int | None = None, compute_dtype=jnp.float32) -> float:
     """Mean next-token cross-entropy (nats) of ``params`` over the consecutive windows of ``tokens``
-    (:func:`connect.corpus.eval_batches`), each window weighted equally."""
+    (:func:`connect.lm.corpus.eval_batches`), each window weighted equally."""
     if context > model_cfg.n_positions:
         raise UserError(f"context {context} is longer than the model's n_positions={model_cfg.n_positions}: use --context {model_cfg.n_positions} or less")
     params_S = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
@@ -194,7 +221,7 @@ def load(path: str) -> tuple[dict, gpt2.GPT2Config]:
     """Params and config of a checkpoint: a Hugging Face ``GPT2LMHeadModel`` directory, a connect LM
     checkpoint ``…/ckpt/step-k``, a ``…/ckpt`` or ``…/seed-s`` directory (its newest checkpoint), or a
     run directory with a single seed."""
-    from connect import huggingface
+    from connect.lm import huggingface
 
     if huggingface.is_pretrained_dir(path):
         return huggingface.load_pretrained(path)
@@ -216,30 +243,6 @@ def load(path: str) -> tuple[dict, gpt2.GPT2Config]:
     if meta.get("model") != "gpt2" or not isinstance(meta.get("model_config"), dict):
         raise UserError(f"checkpoint {path} is not a GPT-2 checkpoint (model {meta.get('model')!r}): pass one written by `connect train-lm`")
     return params, gpt2.config(gpt2.GPT2Config(**meta["model_config"]))
-
-
-def n_params(model_cfg: gpt2.GPT2Config) -> int:
-    """Parameters that take part in matmuls: all but ``wpe``, and but ``wte`` when the head is untied
-    (an embedding lookup does no multiply-adds), as nanoGPT counts ``N`` for its MFU."""
-    shapes = jax.eval_shape(lambda: gpt2.init(jax.random.key(0), model_cfg))
-    total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
-    total -= model_cfg.n_positions * model_cfg.n_embd
-    if not model_cfg.tie_word_embeddings:
-        total -= model_cfg.vocab_size * model_cfg.n_embd
-    return total
-
-
-def flops_per_token(model_cfg: gpt2.GPT2Config, context: int) -> float:
-    """Training FLOPs per token, ``6N + 12·L·T·D`` (Chowdhery et al. 2022, PaLM, appendix B): 6N for the
-    forward and backward matmuls with the weights, 12·L·T·D for attention's ``QKᵀ`` and ``PV``."""
-    return 6.0 * n_params(model_cfg) + 12.0 * model_cfg.n_layer * context * model_cfg.n_embd
-
-
-def peak_flops(device) -> float | None:
-    """Dense bf16 peak FLOP/s of ``device`` from :data:`PEAK_FLOPS`; ``None`` when unknown (e.g. CPU)."""
-    if device.platform == "cpu":
-        return None
-    return next((v for k, v in PEAK_FLOPS.items() if k in device.device_kind), None)
 
 
 # --- plumbing -------------------------------------------------------------------------------------

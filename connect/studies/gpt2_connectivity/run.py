@@ -3,20 +3,21 @@ paths, raw and aligned; barriers in and out of distribution, spectra, planes and
 
 Steps (:func:`run`), all resumable:
 
-1. **train** ``seeds`` models per optimizer with :func:`connect.lm_training.train` into ``OUT/train/{optimizer}``
+1. **train** ``seeds`` models per optimizer with :func:`connect.lm.training.train` into ``OUT/train/{optimizer}``
    (each optimizer's seeds in one program; a rerun resumes from their checkpoints);
 2. **pairs** (:func:`pairs`): AdamW–AdamW and Muon–Muon (every ``i < j``) and AdamW–Muon (``(i, i + k mod n)``
    by increasing ``k``, so the first pairs use distinct seeds), at most ``pairs_per_type`` of each type;
 3. **measure** each pair (:func:`measure_pair`): for the raw pair and, with ``align``, the pair aligned by
-   :func:`connect.alignment.gpt2.align` (both models LayerNorm-folded, B permuted and rotated toward A), every
-   path kind — linear, or its free nodes learned by :func:`connect.lm_paths.learn_path` with the endpoints'
-   optimizer (``cross_path_optimizer`` for a cross pair) — evaluated by :func:`connect.lm_paths.evaluate_path`
+   :func:`connect.lm.alignment.align` (both models LayerNorm-folded, B permuted and rotated toward A), every
+   path kind — linear, or its free nodes learned by :func:`connect.lm.paths.learn_path` with the endpoints'
+   optimizer (``cross_path_optimizer`` for a cross pair) — evaluated by :func:`connect.lm.paths.evaluate_path`
    on the val split and the out-of-distribution tokens (barriers ``max_t [L(t) − ((1−t)L(0) + tL(1))]`` and
-   ``max_t L(t) − max(L(0), L(1))``; ensembles), spectra along the path (:func:`connect.lm_paths.spectra_along_path`:
+   ``max_t L(t) − max(L(0), L(1))``; ensembles), spectra along the path (:func:`connect.lm.paths.spectra_along_path`:
    median over matrices of every summary, and one chosen matrix's singular values), and for the first
    ``plane_pairs`` pairs of each type the loss plane through A, B and the learned bend (:mod:`connect.planes`);
    each pair's record goes to ``OUT/pairs/{key}.json`` atomically, and a finished pair is skipped on rerun;
-4. **results** ``OUT/results.json`` (every pair) and the tables and figures of :mod:`connect.lm_plots`.
+4. **results** ``OUT/results.json`` (every pair); the tables and figures are drawn from it by
+   :mod:`connect.studies.gpt2_connectivity.plots`.
 
 Out of distribution: for the embedded corpus (Python source and its pydoc help texts) the default second
 corpus is English prose that the embedded corpus leaves out — the text files of the standard library's
@@ -27,132 +28,26 @@ distribution. Any other corpus is given by ``ood_data`` (its val split is used).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import os
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Any, ClassVar
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from connect import barrier, config, corpus, lm_paths, lm_training, paths, planes
-from connect.alignment import gpt2 as align_gpt2
-from connect.config import TrainLMConfig
+from connect import barrier, optimizers
 from connect.errors import UserError
 from connect.io import claim_directory, write_json_atomic
+from connect.lm import alignment as align_gpt2
+from connect.lm import corpus, planes
+from connect.lm import paths as lm_paths
+from connect.lm import training as lm_training
 from connect.models import gpt2
-
-#: t at which the spectral strip shows histograms (the study's figure).
-STRIP_TS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
-#: Name of the embedded out-of-distribution corpus (see the module docstring).
-EMBEDDED_OOD = "stdlib-prose"
-
-
-def _f(default, help: str):
-    if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
-@dataclasses.dataclass
-class StudyConfig:
-    """Everything that determines the study's pairs and measurements (``OUT/study.json``); the models'
-    training is ``train`` (fields of :class:`connect.config.TrainLMConfig`) updated by ``train_by[optimizer]``."""
-
-    TABLE: ClassVar[str] = "gpt2_study"
-    EXAMPLE: ClassVar[str] = "experiments/gpt2_connectivity.toml"
-
-    optimizers: list = _f(["adamw", "muon"], "optimizers whose seeds are paired (same- and cross-optimizer pairs)")
-    seeds: int = _f(10, "seeds per optimizer (0, 1, …, seeds − 1)")
-    pairs_per_type: int = _f(0, "at most this many pairs per pair type (0: every pair)")
-    paths: list = _f(["linear", "polychain"], f"path kinds, from {', '.join(paths.KINDS)} (learned: one-bend chain, quadratic Bézier)")
-    align: bool = _f(True, "measure aligned pairs too (permutations and residual rotation, LayerNorms folded)")
-    t_points: int = _f(11, "evenly spaced t in [0, 1] at which paths are measured")
-    path_steps: int = _f(200, "optimizer steps to learn a path's free node")
-    path_batch_size: int = _f(16, "training windows per path-learning step")
-    path_t_samples: int = _f(1, "t ~ U[0, 1] samples per path-learning step")
-    path_lr: dict = _f({"adamw": 1e-3, "muon": 4e-3}, "learning rate of the hidden matrices when learning a path, per optimizer")
-    path_aux_lr: dict = _f({}, "learning rate of the other arrays when learning a path, per optimizer (default: path_lr)")
-    path_weight_decay: float = _f(0.0, "weight decay while learning a path")
-    cross_path_optimizer: str = _f("adamw", "optimizer learning the paths between two optimizers' models")
-    eval_batch_size: int = _f(16, "windows per evaluation batch")
-    eval_batches: int = _f(16, "evaluation batches per split (0: the whole split)")
-    ood_data: str = _f("", f"out-of-distribution corpus (its val split); empty: {EMBEDDED_OOD} for the embedded corpus, none otherwise")
-    spectra_matrix: str = _f("h.0.mlp.c_fc", "matrix whose singular values are stored and drawn in the spectral strip")
-    plane_pairs: int = _f(1, "pairs per type whose loss plane (A, B, learned bend) is measured (0: none)")
-    plane_points: int = _f(11, "grid points per plane axis")
-    plane_margin: float = _f(0.2, "plane grid margin around the three points, relative to their extent")
-    t_chunk: int = _f(0, "path points evaluated together under vmap (0: all on an accelerator, 1 on CPU)")
-    seed: int = _f(0, "seed of path learning")
-    train: dict = _f({}, "connect.config.TrainLMConfig fields shared by every optimizer")
-    train_by: dict = _f({}, "per optimizer, TrainLMConfig fields overriding train (e.g. muon's lr and schedule)")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def train_config(self, optimizer: str) -> TrainLMConfig:
-        """The validated training config of ``optimizer``'s seeds."""
-        source = f"{self.TABLE}.train"
-        base = config.from_dict(self.train, source, cls=TrainLMConfig)
-        values = {**self.train_by.get(optimizer, {}), "optimizer": optimizer, "seeds": list(range(self.seeds))}
-        return config.from_dict(values, f"{self.TABLE}.train_by.{optimizer}", base=base).validate()
-
-    def validate(self) -> StudyConfig:
-        """Raise :class:`UserError` naming the first impossible value."""
-        from connect.optimizers import LM_OPTIMIZERS
-
-        for name in [*self.optimizers, self.cross_path_optimizer]:
-            if name not in LM_OPTIMIZERS:
-                raise UserError(f"unknown optimizer {name!r}: use one of {', '.join(LM_OPTIMIZERS)}")
-        checks = [
-            (bool(self.optimizers) and len(set(self.optimizers)) == len(self.optimizers), f"optimizers must be distinct names, got {self.optimizers}"),
-            (self.seeds >= 2, f"seeds must be ≥ 2 to form same-optimizer pairs, got {self.seeds}"),
-            (self.pairs_per_type >= 0, f"pairs_per_type must be ≥ 0 (0: all), got {self.pairs_per_type}"),
-            (bool(self.paths) and all(p in paths.KINDS for p in self.paths), f"paths {self.paths} invalid: choose from {', '.join(paths.KINDS)}"),
-            (self.t_points >= 2, f"t_points must be ≥ 2, got {self.t_points}"),
-            (min(self.path_steps, self.path_batch_size, self.path_t_samples, self.eval_batch_size) >= 1,
-             "path_steps, path_batch_size, path_t_samples and eval_batch_size must be ≥ 1"),
-            (self.eval_batches >= 0 and self.plane_pairs >= 0 and self.t_chunk >= 0, "eval_batches, plane_pairs and t_chunk must be ≥ 0"),
-            (self.plane_points >= 2 and self.plane_margin >= 0, "plane_points must be ≥ 2 and plane_margin ≥ 0"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise UserError(msg)
-        for opt in self.optimizers:
-            self.train_config(opt)
-        return self
-
-
-def load_config(path: str, *, tiny: bool = False, overrides: dict[str, Any] | None = None) -> StudyConfig:
-    """The study config of TOML file ``path``: its ``[gpt2_study]`` table (with ``[gpt2_study.train]`` and
-    ``[gpt2_study.train_by.OPT]``), updated by the ``[tiny]`` table when ``tiny``, then by ``overrides``
-    (dotted keys, e.g. ``{"train.steps": 5}``); validated."""
-    doc = config.read_toml(path, StudyConfig.EXAMPLE)
-    values = dict(doc.get(StudyConfig.TABLE, {}))
-    if tiny:
-        if "tiny" not in doc:
-            raise UserError(f"config file {path} has no [tiny] table: drop --tiny or add the table")
-        values = _merge(values, doc["tiny"])
-    for key, val in (overrides or {}).items():
-        values = _merge(values, _nested(key.split("."), val))
-    return config_from_dict(values, path)
-
-
-def config_from_dict(values: dict, source: str = "config") -> StudyConfig:
-    """A validated :class:`StudyConfig` from plain values (unknown keys and wrong types are UserErrors)."""
-    values = dict(values)
-    nested = {k: values.pop(k, {}) for k in ("train", "train_by")}
-    for key, val in nested.items():
-        if not isinstance(val, dict) or (key == "train_by" and not all(isinstance(v, dict) for v in val.values())):
-            raise UserError(f"{source}: {key} must be a table of TrainLMConfig fields{' per optimizer' if key == 'train_by' else ''}")
-    cfg = config.from_dict(values, source, cls=StudyConfig)
-    cfg.train, cfg.train_by = nested["train"], nested["train_by"]
-    return cfg.validate()
+from connect.studies.gpt2_connectivity.config import EMBEDDED_OOD, StudyConfig
 
 
 def pairs(cfg: StudyConfig) -> list[tuple[str, int, str, int]]:
@@ -208,23 +103,24 @@ def measure_pair(theta_a, theta_b, model_cfg: gpt2.GPT2Config, data: corpus.Corp
     """Every path kind of ``cfg.paths`` between two GPT-2s, raw and (``cfg.align``) aligned, on the t-grid ``ts_T``
     (default ``cfg.t_points`` evenly spaced); see the module docstring.
 
-    Returns ``{"alignment_report", "paths": [{"path", "alignment", "curve" (:func:`connect.lm_paths.evaluate_path`),
+    Returns ``{"alignment_report" (distances after each alignment step), "alignment" (its
+    :meth:`connect.lm.alignment.Alignment.summary`: convergence, architecture changes), "paths": [{"path", "alignment", "curve" (:func:`connect.lm.paths.evaluate_path`),
     "objective", "spectra"}], "planes": [{"alignment", …}]}``. ``weight_decay`` is the λ of the constraint norms.
     """
     model_cfg = lm_paths.check_pair(theta_a, model_cfg, theta_b, model_cfg)
-    lm_paths.named_matrices(theta_a, model_cfg, [cfg.spectra_matrix])  # a missing matrix fails now, not after learning
+    gpt2.checked_matrix_names(model_cfg, [cfg.spectra_matrix])  # a missing matrix fails now, not after learning
     ts_T = lm_paths.check_grid(barrier.grid(cfg.t_points) if ts_T is None else ts_T)
     if 0.0 not in ts_T or 1.0 not in ts_T:  # checked before any path is learned
         raise UserError(f"the t-grid {ts_T.tolist()} must contain both endpoints 0 and 1 for barriers: add them")
     context = context or model_cfg.n_positions
     versions = [("raw", theta_a, theta_b, model_cfg)]
-    report = None
+    summary = None
     if cfg.align:
         al = align_gpt2.align(theta_a, theta_b, model_cfg)
         versions.append(("aligned", al.params_a, al.params_b, al.cfg))
-        report = al.report
+        summary = al.summary()
     eval_kw = dict(batch_size=cfg.eval_batch_size, context=context, max_batches=cfg.eval_batches or None)
-    out = {"alignment_report": report, "paths": [], "planes": []}
+    out = {"alignment_report": None if summary is None else summary["report"], "alignment": summary, "paths": [], "planes": []}
     for alignment, a, b, mcfg in versions:
         for kind in cfg.paths:
             if progress is not None:
@@ -249,7 +145,7 @@ def measure_pair(theta_a, theta_b, model_cfg: gpt2.GPT2Config, data: corpus.Corp
 
 
 def _spectra_record(spec: dict, matrix: str) -> dict:
-    """JSON summary of :func:`connect.lm_paths.spectra_along_path`: medians over matrices, every matrix's
+    """JSON summary of :func:`connect.lm.paths.spectra_along_path`: medians over matrices, every matrix's
     stable rank and condition number, and ``matrix``'s singular values and summaries."""
     per = spec["matrices"]
     return {"t": np.asarray(spec["t"]).tolist(), "median": {k: np.asarray(v).tolist() for k, v in spec["median"].items()},
@@ -264,8 +160,6 @@ def _spectra_record(spec: dict, matrix: str) -> dict:
 def run(cfg: StudyConfig, out: str, *, progress: bool = True) -> dict:
     """Train (or reuse) the seeds, measure every pair not yet on disk, write ``OUT/results.json``, the
     tables and the figures; returns the results (see the module docstring)."""
-    from connect import lm_plots
-
     cfg.validate()
     _claim(out, cfg)
     train_cfgs = {opt: cfg.train_config(opt) for opt in cfg.optimizers}
@@ -295,7 +189,7 @@ def run(cfg: StudyConfig, out: str, *, progress: bool = True) -> dict:
         theta_a, cfg_a = lm_training.load(os.path.join(out, "train", opt_a, f"seed-{seed_a}"))
         theta_b, cfg_b = lm_training.load(os.path.join(out, "train", opt_b, f"seed-{seed_b}"))
         model_cfg = lm_paths.check_pair(theta_a, cfg_a, theta_b, cfg_b)
-        path_opt = opt_a if opt_a == opt_b else cfg.cross_path_optimizer
+        path_opt = optimizers.path_optimizer(opt_a, opt_b, cfg.cross_path_optimizer)
         rec = measure_pair(theta_a, theta_b, model_cfg, data, cfg, path_optimizer=path_opt, ood_tokens=ood_tokens,
                            context=train_cfgs[opt_a].context, plane=want_plane, weight_decay=train_cfgs[opt_a].weight_decay,
                            progress=bar if progress else None)
@@ -307,7 +201,6 @@ def run(cfg: StudyConfig, out: str, *, progress: bool = True) -> dict:
     results = {"corpus": data.name, "ood_corpus": ood_name or None, "spectra_matrix": cfg.spectra_matrix,
                "optimizers": cfg.optimizers, "pairs": records}
     write_json_atomic(os.path.join(out, "results.json"), results)
-    results["files"] = lm_plots.plot_study(out)
     return results
 
 
@@ -315,15 +208,3 @@ def _claim(out: str, cfg: StudyConfig) -> None:
     """Write ``OUT/study.json`` or check that the stored one equals ``cfg`` (a resumed study measures the
     same); ``OUT/train`` alone (seeds trained before) is reused."""
     claim_directory(out, cfg.to_dict(), filename="study.json", allowed=("train",))
-
-
-def _merge(base: dict, over: dict) -> dict:
-    """``base`` updated by ``over``, tables merged key by key."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _nested(keys: list[str], val) -> dict:
-    return {keys[0]: val} if len(keys) == 1 else {keys[0]: _nested(keys[1:], val)}

@@ -1,4 +1,4 @@
-"""Losses and error rates of a scalar-output model, by task (see :mod:`connect.data`)."""
+"""Losses and error rates of a scalar-output model, by task (see :mod:`connect.twolayer.data`)."""
 
 from __future__ import annotations
 

@@ -5,14 +5,22 @@ Run directory layout::
 
     RUN/config.json             the full WidthSweepConfig (a rerun must match it)
     RUN/metrics.jsonl           one line per trained network (final loss, loss curve), never twice
-    RUN/checkpoints/w0008_adamw_s0/   orbax params + metadata.json (see connect.checkpoints)
+    RUN/data.npz                the arrays every network trains and is tested on (float32 X, y, X_test, y_test)
+    RUN/checkpoints/w0008_adamw_s0/   orbax params + params.safetensors (W, a, b) + metadata.json
+                                (see connect.checkpoints)
     RUN/pairs/w0008.json        every measured pair of one width, curves included
     RUN/results.json|.csv       one row per pair × path × alignment (csv: scalars only)
-    RUN/figures/*.png|.pdf      drawn from results.json by connect.plots
+    RUN/figures/*.png|.pdf      drawn from results.json by connect.studies.width_sweep.plots
 
 Resuming: each (width, optimizer) group of checkpoints and each width's pair file is
 written atomically and skipped when present, so a killed sweep rerun with the same
 run directory redoes nothing already saved and yields the same results file.
+
+Checking a run without connect, with numpy and safetensors only::
+
+    z = np.load("RUN/data.npz"); p = safetensors.numpy.load_file("RUN/checkpoints/w0008_adamw_s0/params.safetensors")
+    f = np.maximum(z["X"] @ p["W"].T + p["b"], 0) @ p["a"]   # f(x) = relu(Wx + b)·a
+    0.5 * np.mean((f - z["y"]) ** 2)                          # = metadata.json's final_train_loss (regression)
 """
 
 from __future__ import annotations
@@ -28,11 +36,12 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from connect import batching, checkpoints, data, losses, measure, optimizers, training
-from connect.config import WidthSweepConfig
+from connect import batching, checkpoints, optimizers
 from connect.errors import UserError
-from connect.io import write_json_atomic, write_text_atomic
+from connect.io import claim_directory, write_json_atomic, write_text_atomic
 from connect.models import relu
+from connect.studies.width_sweep.config import WidthSweepConfig
+from connect.twolayer import data, losses, measure, training
 
 #: Scalar columns of results.csv, in order (error-rate columns only for classification).
 SCALAR_COLUMNS = (
@@ -42,6 +51,7 @@ SCALAR_COLUMNS = (
     "err_max_barrier_train", "err_max_barrier_test",
 )
 PATH_SEED = 202605  # root key of path learning; folded with width and group index
+DATA_FILE = "data.npz"
 
 
 def checkpoint_name(width: int, opt: str, seed: int) -> str:
@@ -49,10 +59,11 @@ def checkpoint_name(width: int, opt: str, seed: int) -> str:
 
 
 def run(cfg: WidthSweepConfig, run_dir: str, progress: bool = True) -> list[dict]:
-    """Run (or resume) the sweep into ``run_dir``; returns the result rows and draws the figures."""
+    """Run (or resume) the sweep into ``run_dir``; returns the result rows (figures: :mod:`connect.studies.width_sweep.plots`)."""
     cfg.validate()
     dataset = data.make(cfg.data_config())
-    _claim_run_dir(run_dir, cfg)
+    claim_directory(run_dir, cfg.to_dict(), allowed=())
+    _write_data(run_dir, dataset)
     bar = tqdm(total=len(cfg.widths) * (len(cfg.optimizers) + 1), desc="width sweep", disable=not progress, unit="stage")
     for width in cfg.widths:
         if os.path.isfile(_pairs_path(run_dir, width)):  # this width is finished
@@ -69,26 +80,27 @@ def run(cfg: WidthSweepConfig, run_dir: str, progress: bool = True) -> list[dict
     bar.close()
     rows = collect(cfg, run_dir)
     write_results(run_dir, rows)
-    from connect import plots  # matplotlib only when drawing
-
-    plots.plot_run(run_dir)
     return rows
 
 
-def _claim_run_dir(run_dir: str, cfg: WidthSweepConfig) -> None:
-    path = os.path.join(run_dir, "config.json")
+def _write_data(run_dir: str, dataset: data.Dataset) -> None:
+    """``RUN/data.npz`` (:data:`DATA_FILE`), once: ``X``, ``y``, ``X_test``, ``y_test`` as trained on (float32;
+    :func:`connect.twolayer.data.load_npz` reads it back). A rerun whose data differ (a user's file changed) is refused."""
+    arrays = {k: np.asarray(v, dtype=np.float32) for k, v in
+              (("X", dataset.x_train), ("y", dataset.y_train), ("X_test", dataset.x_test), ("y_test", dataset.y_test))}
+    path = os.path.join(run_dir, DATA_FILE)
     if os.path.isfile(path):
-        try:
-            with open(path) as f:
-                old = json.load(f)
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old != json.loads(json.dumps(cfg.to_dict())):
-            raise UserError(f"run directory {run_dir} holds a different configuration: rerun with the same options to resume, or pass a new --run-dir")
+        with np.load(path, allow_pickle=False) as z:
+            stored = {k: z[k] for k in z.files}
+        if stored.keys() != arrays.keys() or any(stored[k].shape != v.shape or not np.allclose(stored[k], v, rtol=1e-5, atol=1e-6)
+                                                 for k, v in arrays.items()):
+            raise UserError(f"{path} holds other data than the run's configuration gives now (was the data file changed?): "
+                            "restore it, or pass a new --run-dir")
         return
-    if os.path.isdir(run_dir) and os.listdir(run_dir):
-        raise UserError(f"run directory {run_dir} exists and is not a connect run: pass an empty or new --run-dir")
-    write_json_atomic(path, cfg.to_dict())
+    tmp = os.path.join(run_dir, ".tmp-" + DATA_FILE)
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)  # a complete file or none
 
 
 def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: int, opt: str) -> dict:
@@ -122,7 +134,8 @@ def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: i
             "task": dataset.task, "data": cfg.data_config().__dict__, "final_train_loss": float(final[i]),
             "loss_every": every, "loss_curve": loss_ST[i, ::every].tolist(),
         }
-        checkpoints.save_checkpoint(d, batching.take(params_S, i), meta)
+        if not checkpoints.is_complete(d):  # a seed saved before an interruption is kept (retraining it is bit-identical)
+            checkpoints.save_checkpoint(d, batching.take(params_S, i), meta, export_arrays=True)
         metas.append(meta)
     _log_trained(run_dir, metas)
     return params_S
@@ -177,7 +190,7 @@ def pair_list(cfg: WidthSweepConfig) -> list[tuple[tuple[str, int], tuple[str, i
 
 def path_optimizer_of(cfg: WidthSweepConfig, opt_a: str, opt_b: str) -> str:
     """The endpoints' own optimizer for a same-optimizer pair, else ``cross_path_optimizer``."""
-    return opt_a if opt_a == opt_b else cfg.cross_path_optimizer
+    return optimizers.path_optimizer(opt_a, opt_b, cfg.cross_path_optimizer)
 
 
 def _pairs_path(run_dir: str, width: int) -> str:

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from connect.errors import UserError
+from connect.plotting import ordered, save_figure
 
 FIGURES = ("barrier_vs_width", "loss_along_t", "spectrum_along_path", "constraint_norms")
 
@@ -28,26 +29,6 @@ def load_results(run_dir: str) -> list[dict]:
         raise UserError(f"{path} not found: run `connect width-sweep --run-dir {run_dir}` first")
     with open(path) as f:
         return json.load(f)
-
-
-def save_figure(fig, run_dir: str, name: str, subdir: str = "figures", dpi: int = 130) -> list[str]:
-    """Write ``fig`` as ``run_dir/subdir/name.{png,pdf}`` (each atomically) and close it; the paths."""
-    out = os.path.join(run_dir, subdir)
-    os.makedirs(out, exist_ok=True)
-    written = []
-    for ext in ("png", "pdf"):
-        final = os.path.join(out, f"{name}.{ext}")
-        tmp = os.path.join(out, f".tmp-{name}.{ext}")
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext)
-        os.replace(tmp, final)
-        written.append(final)
-    plt.close(fig)
-    return written
-
-
-def ordered(values):
-    """The distinct values in first-seen order."""
-    return list(dict.fromkeys(values))
 
 
 def plot_run(run_dir: str, width: int | None = None, metric: str = "barrier_train") -> list[str]:

@@ -1,8 +1,9 @@
 """``connect theory …``: the command line of :mod:`theory` (wired into :mod:`connect.cli`).
 
-Subcommands: ``verify`` (every claim of THEORY.md §F), ``constraint-sets RUN`` (which
-optimizer's set each checkpoint lies in), ``optimum`` (the convex programs of §C on a user's
-data), ``connect A B`` (CONNECT of §D between two checkpoints) and ``example`` (the §E example).
+Subcommands: ``verify`` (every claim of THEORY.md §F; exit 1 when one FAILs, a FINDING does
+not fail it), ``constraint-sets RUN`` (which optimizer's set each checkpoint lies in),
+``optimum`` (the convex programs of §C on a user's data), ``connect A B`` (CONNECT of §D
+between two checkpoints) and ``example`` (the §E example).
 Each is a thin wrapper over a module function; user mistakes raise
 :class:`connect.errors.UserError` (one line, exit 2). Constraint names (optimizers or set
 kinds) are resolved by :mod:`theory.names`.
@@ -22,14 +23,12 @@ DEFAULT_EXAMPLE_OUT = os.path.join("runs", "theory", "example")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from theory import verify
+    """Exit 1 when a claim FAILs; PASS and FINDING rows exit 0 (THEORY.md §F.2)."""
+    from theory import report, verify
 
     rows = verify.verify(args.out, only=args.only, progress=not args.quiet)
-    for r in rows:
-        print(f"{'PASS' if r['passed'] else 'FAIL'} {r['claim']:<5}{r['seconds']:7.1f}s  {r['statement']}")
-    n_pass = sum(r["passed"] for r in rows)
-    print(f"{n_pass}/{len(rows)} PASS; wrote {os.path.join(args.out, 'report.md')} and report.json")
-    return 0 if n_pass == len(rows) else 1
+    print("\n".join(report.console_lines(rows, args.out)))
+    return 1 if report.failed(rows) else 0
 
 
 def cmd_constraint_sets(args: argparse.Namespace) -> int:
@@ -99,9 +98,9 @@ def _curve(rep: dict) -> dict:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    from connect import pair
     from connect.io import write_json_atomic
     from connect.models import relu
+    from connect.twolayer import pair
     from theory import connectivity, names
 
     if args.t_points < 2 or not args.tol >= 0:
@@ -149,7 +148,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
 
 def cmd_example(args: argparse.Namespace) -> int:
-    from theory import example
+    from theory import example, example_report
 
     if any(w < 2 for w in args.widths) or 2 not in args.widths:
         raise UserError(f"--widths {' '.join(map(str, args.widths))}: give widths ≥ 2 including 2 (the certified width), e.g. --widths 2 3 4")
@@ -160,9 +159,9 @@ def cmd_example(args: argparse.Namespace) -> int:
     bad = [o for o in args.optimizers if o not in example.DEFAULT_LAM]
     if bad:
         raise UserError(f"--optimizers {' '.join(bad)}: the example trains {', '.join(example.DEFAULT_LAM)}")
-    summary, paths = example.write_report(args.out, n_grids=tuple(sorted(args.grid)), widths=tuple(sorted(set(args.widths))),
-                                          optimizers=tuple(args.optimizers) if args.seeds else (), seeds=tuple(range(args.seeds)),
-                                          steps=args.steps)
+    summary, paths = example_report.write_report(args.out, n_grids=tuple(sorted(args.grid)), widths=tuple(sorted(set(args.widths))),
+                                                 optimizers=tuple(args.optimizers) if args.seeds else (),
+                                                 seeds=tuple(range(args.seeds)), steps=args.steps)
     print(f"{'config':>6} {'c':>22} {'φ (deg)':>22} {'box':>8} {'Muon-full':>10} {'hybrid':>8}   (orbit norm/radius, ≤ 1: inside)")
     for i, k in enumerate(summary["configs"]):
         c = ", ".join(f"{v:.4f}" for v in k["c"])
@@ -186,7 +185,8 @@ def add_parser(sub) -> None:
                        description="Executable claims of the two-layer ReLU theory (THEORY.md).")
     tsub = t.add_subparsers(dest="theory_command", required=True)
 
-    v = tsub.add_parser("verify", help="run every claim of THEORY.md §F; write report.md, report.json and figures")
+    v = tsub.add_parser("verify", help="run every claim of THEORY.md §F (PASS, FINDING or FAIL; exit 1 on a FAIL); "
+                        "write report.md, report.json and figures")
     v.add_argument("--out", default=DEFAULT_OUT, help=f"report directory (default: {DEFAULT_OUT})")
     v.add_argument("--only", nargs="+", metavar="ITEM", help="only these items, e.g. --only F.3 F.7")
     v.add_argument("--quiet", action="store_true", help="no progress bar")

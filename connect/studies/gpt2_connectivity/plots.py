@@ -1,4 +1,4 @@
-"""Tables and figures of the GPT-2 connectivity study, drawn only from ``OUT/results.json`` (:mod:`connect.lm_study`).
+"""Tables and figures of the GPT-2 connectivity study, drawn only from ``OUT/results.json`` (:mod:`connect.studies.gpt2_connectivity.run`).
 
 Tables (``OUT/tables/``, markdown and JSON), mean ± std over the pairs of a type (population std):
 
@@ -29,9 +29,10 @@ import numpy as np
 from connect import barrier
 from connect.errors import UserError
 from connect.io import write_json_atomic, write_text_atomic
-from connect.lm_study import STRIP_TS
-from connect.plots import ordered, save_figure
+from connect.plotting import ordered, save_figure
 
+#: t at which the spectral strip shows histograms (the study's figure).
+STRIP_TS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 FIGURES = ("loss_along_t", "spectral_strip", "spectral_summary", "planes", "ood_barriers")
 TABLES = ("barriers", "ensembles")
 
