@@ -8,7 +8,7 @@ batch's tokens. LoRA forms ``W + (α/r)AB`` densely (:func:`connect.lm.lora.appl
 optimizer state and update work, not matmul FLOPs. Prints a markdown table and writes JSON to ``--out`` (default
 ``benchmarks/results/finetune_<platform>.json``)::
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/finetune.py --models tiny --methods adamw muon lion sgd lora lora-muon
+    OPENBLAS_NUM_THREADS=1 python benchmarks/finetune.py --models tiny --methods adamw muon lion momentum lora lora-muon
     OPENBLAS_NUM_THREADS=1 python benchmarks/finetune.py --models seed-paper --methods adamw lora --batch-size 8 \
         --steps 5 --repeats 2 --append
 """
@@ -66,7 +66,7 @@ def _one(model: str, method: str, args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["tiny"], choices=sorted(gpt2.CONFIGS))
-    ap.add_argument("--methods", nargs="+", default=["adamw", "muon", "lion", "sgd", "lora"])
+    ap.add_argument("--methods", nargs="+", default=["adamw", "muon", "lion", "momentum", "lora"])
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--context", type=int, default=64)
     ap.add_argument("--lora-rank", type=int, default=8)

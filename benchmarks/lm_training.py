@@ -104,7 +104,7 @@ def matmul_flops(n: int, dtype, repeats: int = 5) -> float:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="tiny", choices=sorted(gpt2.CONFIGS), help="named GPT-2 config (default: tiny)")
-    p.add_argument("--optimizer", default="adamw", help="adamw, muon, lion or sgd (default: adamw)")
+    p.add_argument("--optimizer", default="adamw", help="adamw, muon, lion or momentum (default: adamw)")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step and seed (default: per model, see DEFAULT_SHAPES)")
     p.add_argument("--context", type=int, default=None, help="tokens per sequence (default: per model)")
     p.add_argument("--seeds", type=int, default=4, help="seeds of the vmapped and looped rows (default: 4)")

@@ -205,3 +205,29 @@ def _json_string(path: str, key: str) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+#: The commands that analyse each model family's checkpoints (named when a checkpoint of another family is passed).
+FAMILY_COMMANDS = {"relu": "connect barrier or connect theory", "gpt2": "connect paths or connect eval-lm"}
+
+
+def family(path: str) -> str | None:
+    """The model family of the checkpoint at ``path``, from what is on disk: the ``model`` of a connect
+    checkpoint's ``metadata.json`` (or of the newest ``step-*`` checkpoint below a run or seed directory), the
+    ``model_type`` of a Hugging Face ``config.json``; None when neither says."""
+    meta = os.path.join(path, "metadata.json")
+    if not os.path.isfile(meta):
+        found = glob.glob(os.path.join(glob.escape(path), "**", f"{STEP_PREFIX}*", "metadata.json"), recursive=True)
+        meta = max(found, default=os.path.join(path, "config.json"))
+        if meta.endswith("config.json"):
+            return _json_string(meta, "model_type")
+    return _json_string(meta, "model")
+
+
+def expect_family(path: str, want: str) -> None:
+    """A UserError when the checkpoint at ``path`` is recorded as another model family than ``want`` (naming the
+    family found and the commands for it); nothing when it is ``want`` or unrecorded (the loader then says more)."""
+    found = family(path)
+    if found is not None and found != want:
+        raise UserError(f"{path} holds a {found} model, not a {want} one: "
+                        f"pass it to {FAMILY_COMMANDS.get(found, 'the commands of that family')}, or pass a {want} checkpoint here")

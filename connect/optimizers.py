@@ -244,7 +244,18 @@ def constraint(name: str, weight_decay: float, matrices: Sequence[str] = ()) -> 
 
 # ---- transformers ---------------------------------------------------------------------
 
-LM_OPTIMIZERS = ("adamw", "muon", "lion", "sgd")
+LM_OPTIMIZERS = ("adamw", "muon", "lion", "momentum")
+
+
+def check_lm_name(name: str, what: str = "optimizer") -> str:
+    """``name`` if it is one of :data:`LM_OPTIMIZERS`, else a UserError (``sgd``, which :func:`make_lm` called
+    heavy-ball momentum before it took the registry's meaning of plain gradient descent, names ``momentum``)."""
+    if name == "sgd":
+        raise UserError(f"transformer {what} 'sgd' is now spelled 'momentum' (heavy-ball momentum; 'sgd' is plain "
+                        "gradient descent in connect's registry): pass momentum")
+    if name not in LM_OPTIMIZERS:
+        raise UserError(f"unknown transformer {what} {name!r}: choose from {', '.join(LM_OPTIMIZERS)}")
+    return name
 
 #: Leaf names that are never decayed in :func:`make_lm`: LayerNorm gains and biases.
 NO_DECAY_NAMES = ("scale", "bias")
@@ -277,7 +288,8 @@ def make_lm(name: str, params, *, lr, aux_lr=None, weight_decay: float = 0.0, be
       groups AdamW with ``betas``, ``eps`` at ``aux_lr``;
     - ``lion``: ``sign(β₁m + (1−β₁)g)``, ``m ← β₂m + (1−β₂)g`` with ``(β₁, β₂) = betas``
       (Chen et al. 2023) on every group;
-    - ``sgd``: heavy-ball momentum ``m ← μm + g``, ``u = m`` with ``μ = momentum`` on every group.
+    - ``momentum``: heavy-ball momentum ``m ← μm + g``, ``u = m`` with ``μ = momentum`` on every group (the
+      registry's ``momentum`` with a configurable μ; ``sgd`` is refused with a message naming it).
 
     Muon's matrices: a kernel stored ``(…, in, k·out)`` (leading axes a batch, e.g. the layer
     axis L) with ``matrices[path] = k`` holds ``k`` matrices fused along its last axis (``c_attn``:
@@ -296,7 +308,7 @@ def make_lm(name: str, params, *, lr, aux_lr=None, weight_decay: float = 0.0, be
         "adamw": (adam, adam),
         "muon": (_per_matrix(scale_by_muon(beta=momentum), matrices), adam),
         "lion": (optax.scale_by_lion(b1=b1, b2=b2),) * 2,
-        "sgd": (optax.trace(decay=momentum),) * 2,
+        "momentum": (optax.trace(decay=momentum),) * 2,
     }[name]
     split = optax.multi_transform(
         {"hidden": _decoupled(hidden, lr, weight_decay), "matrix": _decoupled(aux, aux_lr, weight_decay),
@@ -308,8 +320,7 @@ def make_lm(name: str, params, *, lr, aux_lr=None, weight_decay: float = 0.0, be
 
 def _check_lm_settings(name, lr, aux_lr, weight_decay, betas, eps, momentum, clip_norm) -> None:
     """Every argument of :func:`make_lm` in range, else a UserError naming it."""
-    if name not in LM_OPTIMIZERS:
-        raise UserError(f"unknown transformer optimizer {name!r}: choose from {', '.join(LM_OPTIMIZERS)}")
+    check_lm_name(name)
     _check_lr("lr", lr)
     _check_lr("aux_lr", aux_lr)
     if not weight_decay >= 0:

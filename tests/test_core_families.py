@@ -92,7 +92,7 @@ def test_the_width_sweep_measures_through_the_core(monkeypatch):
     a, b, _ = _relu_pair()
     rows = measure.measure_raw_and_aligned([a], [b], ds, optimizers.make("adamw", 0.01, 0.1, relu.MUON_MATRICES), 0.1,
                                            jax.random.key(0), measure.PathSettings(kinds=("linear",), steps=2, t_points=3))
-    assert calls["matrix_summaries"] >= 1 and calls["curve"] >= 2 and rows[0]["curves"]["stable_rank"]
+    assert calls["matrix_summaries"] >= 1 and calls["curve"] >= 2 and rows[0]["spectra"]["stable_rank"]
 
 
 def test_the_gpt2_study_measures_through_the_core(monkeypatch):
@@ -129,3 +129,25 @@ def test_the_finetune_study_measures_through_the_core(monkeypatch, tmp_path):
     calls = _spy(monkeypatch)
     run.run(cfg, str(tmp_path / "out"), progress=False)
     assert calls["matrix_summaries"] >= 2 and calls["curve"] >= 2  # ΔW and the path's spectra; corpus and task curves
+
+
+def test_checkpoints_tell_families_apart(tmp_path, capsys):
+    """A checkpoint of one family passed to the other family's loader or command: one line naming both."""
+    from connect import checkpoints, cli
+    from connect.errors import UserError
+    from connect.lm import training
+    from connect.twolayer import pair
+
+    r, _, rcfg = _relu_pair()
+    g, _, gcfg = _gpt2_pair()
+    checkpoints.save_checkpoint(str(tmp_path / "relu"), r, {"model": "relu", "model_config": rcfg.to_dict()})
+    checkpoints.save_checkpoint(str(tmp_path / "run" / "seed-0" / "ckpt" / "step-00000001"), g,
+                                {"model": "gpt2", "model_config": gcfg.to_dict()})
+    assert checkpoints.family(str(tmp_path / "relu")) == "relu" and checkpoints.family(str(tmp_path / "run")) == "gpt2"
+    with pytest.raises(UserError, match="holds a relu model, not a gpt2 one: pass it to connect barrier"):
+        training.load(str(tmp_path / "relu"))
+    with pytest.raises(UserError, match="holds a gpt2 model, not a relu one: pass it to connect paths"):
+        pair.load_pair(str(tmp_path / "run"), str(tmp_path / "relu"))
+    assert cli.main(["barrier", str(tmp_path / "run" / "seed-0"), str(tmp_path / "relu")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gpt2 model" in err

@@ -22,7 +22,7 @@ from connect.studies.finetune import run as finetune
 from connect.studies.finetune.config import FinetuneConfig
 
 MODEL = gpt2.config("tiny", n_layer=1, n_embd=16, n_head=2, n_inner=32, n_positions=32)
-LRS = {"adamw": [1e-3], "muon": [1e-3], "lion": [1e-4], "sgd": [1e-2], "lora": [1e-2]}
+LRS = {"adamw": [1e-3], "muon": [1e-3], "lion": [1e-4], "momentum": [1e-2], "lora": [1e-2]}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_three_steps_each_method_records_everything_and_resumes(study):
     cfg = _cfg(study)
     finetune.run(cfg, out, progress=False)
     points = {p["method"]: p for p in analysis.load_points(out)}
-    assert set(points) == {"adamw", "muon", "lion", "sgd", "lora"}
+    assert set(points) == {"adamw", "muon", "lion", "momentum", "lora"}
     for m, p in points.items():
         assert p["pretraining_optimizer"] == "adamw" and p["done"]
         assert p["forgetting"] == p["val_loss_after"] - p["val_loss_before"] != 0.0
@@ -82,7 +82,7 @@ def test_three_steps_each_method_records_everything_and_resumes(study):
                 assert d["stable_rank"][0] <= 2.0 + 1e-4
     assert points["lora"]["n_trainable"] < points["adamw"]["n_trainable"]
     w_pre = np.asarray(lm_training.load(str(study / "adamw-run"))[0]["h"]["mlp"]["c_fc"]["kernel"], np.float64)
-    np.testing.assert_allclose(points["sgd"]["path"]["spectral_norm"]["mlp.c_fc"][0],
+    np.testing.assert_allclose(points["momentum"]["path"]["spectral_norm"]["mlp.c_fc"][0],
                                np.mean([np.linalg.norm(w, 2) for w in w_pre]), rtol=1e-5)  # t = 0 is the pretrained model
     summary = json.loads(open(os.path.join(out, "summary.json")).read())
     assert summary["studies"][0]["at_equal_accuracy"]["best"] in points
@@ -124,7 +124,7 @@ def test_least_forgetting_at_equal_performance_hand_made():
     assert r["target"] == 0.7 and r["forgetting"] == {"adamw": 0.3, "muon": 0.2} and r["best"] == "muon"
     # along adamw's front (0.1, 0.6) -> (0.3, 0.9), accuracy 0.7 is reached at forgetting 0.1 + 0.2/3
     assert r["interpolated"] == pytest.approx({"adamw": 0.1 + 0.2 / 3, "muon": 0.2}) and r["best_interpolated"] == "adamw"
-    rows.append({"method": "sgd", "forgetting": float("nan"), "task_accuracy": 1.0})
+    rows.append({"method": "momentum", "forgetting": float("nan"), "task_accuracy": 1.0})
     assert analysis.least_forgetting_at_equal_performance(rows) == r
 
 
@@ -202,7 +202,7 @@ def test_run_module_loads_no_matplotlib():
 
 def test_bad_input_is_a_user_error(study):
     with pytest.raises(UserError, match="not positive"):
-        _cfg(study, lrs={**LRS, "sgd": [0.01, 0.0]}).validate()
+        _cfg(study, lrs={**LRS, "momentum": [0.01, 0.0]}).validate()
     with pytest.raises(UserError, match="unknown finetuning method"):
         _cfg(study, methods=["adam"]).validate()
     with pytest.raises(UserError, match="unknown task"):
@@ -215,7 +215,7 @@ def test_experiment_config_tables_load_and_validate():
     path = os.path.join(os.path.dirname(__file__), "..", "experiments", "finetune_consistency.toml")
     for table, n_lrs in (("finetune", 5), ("tiny", 4)):
         cfg = config.load(FinetuneConfig, path, variant=None if table == "finetune" else table, overrides={"pretrained": ["runs/a"]})
-        assert all(len(cfg.lr_grid(m)) == n_lrs for m in cfg.methods) and set(cfg.methods) == {"adamw", "muon", "lion", "sgd", "lora"}
+        assert all(len(cfg.lr_grid(m)) == n_lrs for m in cfg.methods) and set(cfg.methods) == {"adamw", "muon", "lion", "momentum", "lora"}
     tiny, default = config.load(FinetuneConfig, path, variant="tiny", overrides={"pretrained": ["runs/a"]}), FinetuneConfig(pretrained=["runs/a"])
     differ = {k for k, v in default.to_dict().items() if tiny.to_dict()[k] != v}
     assert differ == {"data_sizes", "size_method", "size_lr"}  # the defaults are the tiny table without the size comparison

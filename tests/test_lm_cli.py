@@ -172,7 +172,7 @@ def _bin_dir(tmp_path, train_ids, val_ids, dtype):
 
 
 @pytest.mark.parametrize("case, needle", [
-    ("optimizer", "unknown optimizer 'adamq'"),
+    ("optimizer", "unknown transformer optimizer 'adamq'"),
     ("context", "context 65 is longer than the model's n_positions=64"),
     ("bin_dtype", "looks like 32- or 64-bit ids"),
     ("bin_short", "shorter than one window of context + 1 = 17 tokens"),

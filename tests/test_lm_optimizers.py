@@ -55,7 +55,7 @@ def _decay_mask(tree: dict) -> dict:
     return jax.tree_util.tree_map_with_path(lambda p, _: p[-1].key not in ("scale", "bias"), tree)
 
 
-LRS = {"adamw": 0.05, "muon": 0.05, "lion": 0.02, "sgd": 0.02}
+LRS = {"adamw": 0.05, "muon": 0.05, "lion": 0.02, "momentum": 0.02}
 
 
 @pytest.mark.parametrize("name", optimizers.LM_OPTIMIZERS)
@@ -197,7 +197,7 @@ def test_clipping_equals_clipping_the_gradient_first(name):
         for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u2)):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)  # Newton–Schulz in float32 feels the input's scale
         differs |= any(not np.allclose(a, b, rtol=1e-3) for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u3)))
-    if name in ("sgd", "adamw"):  # Lion and Muon are invariant to a global scale of a single gradient; these are not
+    if name in ("momentum", "adamw"):  # Lion and Muon are invariant to a global scale of a single gradient; these are not
         assert differs, f"{name}: clipping changed nothing"
 
 
@@ -206,7 +206,7 @@ def test_schedules_as_learning_rates():
     params = _random(7)
     lr = schedules.make("cosine", 0.1, 10, warmup_frac=0.2)
     aux = schedules.make("wsd", 0.03, 10, warmup_frac=0.0, decay_frac=0.5)
-    opt = optimizers.make_lm("sgd", params, lr=lr, aux_lr=aux, momentum=0.0, clip_norm=None, matrices=MATRICES)
+    opt = optimizers.make_lm("momentum", params, lr=lr, aux_lr=aux, momentum=0.0, clip_norm=None, matrices=MATRICES)
     state, update = opt.init(params), jax.jit(opt.update)
     for t in range(4):
         g = _random(40 + t)
@@ -232,6 +232,7 @@ def test_vmap_over_seeds_equals_one_at_a_time():
     "kwargs, match",
     [
         ({"name": "adam"}, "unknown transformer optimizer 'adam'"),
+        ({"name": "sgd"}, "'sgd' is now spelled 'momentum'"),
         ({"lr": -0.1}, "lr"),
         ({"aux_lr": -1e-3}, "aux_lr"),
         ({"lr": float("nan")}, "lr"),
@@ -258,7 +259,7 @@ def test_gpt2_matrices_split_the_gpt2_model():
     cfg = gpt2.config("tiny")
     params = gpt2.init(jax.random.key(0), cfg)
     lr, aux_lr, wd = 0.02, 0.005, 0.3
-    opt = optimizers.make_lm("sgd", params, lr=lr, aux_lr=aux_lr, weight_decay=wd, matrices=gpt2.MUON_MATRICES)
+    opt = optimizers.make_lm("momentum", params, lr=lr, aux_lr=aux_lr, weight_decay=wd, matrices=gpt2.MUON_MATRICES)
     u, _ = jax.jit(opt.update)(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
     groups = {"hidden": set(), "matrix": set(), "plain": set()}
     for path, got in jax.tree_util.tree_leaves_with_path(u):

@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent("""
     cfg = TrainLMConfig(model_overrides={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_inner": 64}, data=text_dir,
                                val_fraction=0.2, context=16, batch_size=16, grad_accum=2, steps=3, eval_every=0,
                                eval_batches=2, checkpoint_every=0, log_every=1, seeds=[0, 1], compute_dtype="float32",
-                               optimizer="sgd", lr=0.1, clip_norm=0.0)
+                               optimizer="momentum", lr=0.1, clip_norm=0.0)
     eight = lm_training.train(cfg, out + "/eight", progress=False)
     one = lm_training.train(cfg, out + "/one", progress=False, devices=jax.devices()[:1])
     result = {"n_devices": [eight["n_devices"], one["n_devices"]], "loss": [[eight["seeds"][s]["loss"], one["seeds"][s]["loss"]] for s in (0, 1)]}

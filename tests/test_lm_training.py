@@ -83,7 +83,7 @@ def test_changed_config_on_resume_names_the_field(tmp_path, text_dir):
 
 def test_two_seeds_vmapped_equal_two_one_seed_runs(tmp_path, text_dir):
     # momentum SGD: Adam would turn float noise in the exactly-zero gradient of the key biases into ±lr steps
-    cfg = _cfg(text_dir, steps=3, eval_every=0, checkpoint_every=0, log_every=3, optimizer="sgd", lr=0.1, clip_norm=0.0)
+    cfg = _cfg(text_dir, steps=3, eval_every=0, checkpoint_every=0, log_every=3, optimizer="momentum", lr=0.1, clip_norm=0.0)
     both = lm_training.train(cfg, str(tmp_path / "both"), seeds=[0, 1], progress=False)
     for s in (0, 1):
         alone = lm_training.train(cfg, str(tmp_path / f"s{s}"), seeds=[s], progress=False)
@@ -99,7 +99,7 @@ def test_two_seeds_vmapped_equal_two_one_seed_runs(tmp_path, text_dir):
 
 
 def test_grad_accumulation_equals_one_big_batch(text_dir):
-    cfg = _cfg(text_dir, batch_size=8, optimizer="sgd", lr=0.1, clip_norm=0.0)  # update = lr·g: compares the gradients
+    cfg = _cfg(text_dir, batch_size=8, optimizer="momentum", lr=0.1, clip_norm=0.0)  # update = lr·g: compares the gradients
     model_cfg = cfg.model_config()
     params = gpt2.init(jax.random.key(0), model_cfg)
     optimizer = lm_training.make_optimizer(cfg, params)
@@ -174,7 +174,7 @@ def test_flops_per_token_counts_the_matmuls():
 
 @pytest.mark.parametrize("over, needle", [
     ({"context": 65}, "context 65 is longer than the model's n_positions=64"),
-    ({"optimizer": "adamq"}, "unknown optimizer 'adamq'"),
+    ({"optimizer": "adamq"}, "unknown transformer optimizer 'adamq'"),
     ({"steps": 0}, "steps must be"),
     ({"batch_size": 6, "grad_accum": 4}, "not divisible by grad_accum"),
     ({"lr": -1.0}, "lr must be > 0"),

@@ -58,7 +58,9 @@ def test_one_row_per_pair_path_alignment(full_run):
     assert {r["path_optimizer"] for r in rows if r["pair_type"] == "muon-muon" and r["path"] != "linear"} == {"muon"}
     for r in rows:
         assert r["barrier_train"] >= 0 and r["max_barrier_train"] >= 0
-        assert r["curves"]["t"][0] == 0.0 and r["curves"]["t"][-1] == 1.0
+        assert r["curve"]["t"][0] == 0.0 and r["curve"]["t"][-1] == 1.0 and r["spectra"]["t"] == r["curve"]["t"]
+        assert set(r["curve"]) == {"t", "loss", "barrier", "max_barrier", "test"}  # the one curve schema
+        assert r["curve"]["barrier"] == r["barrier_train"] and r["curve"]["test"]["max_barrier"] == r["max_barrier_test"]
 
 
 def test_path_endpoints_are_the_checkpoints(full_run):
@@ -182,7 +184,7 @@ def test_user_classification_data(tmp_path):
     assert len(rows) == 1 * 3 * 2  # one pair × paths × alignments
     for r in rows:
         assert {"err_barrier_train", "err_barrier_test", "err_max_barrier_test"} <= set(r)
-        errs = np.asarray(r["curves"]["err_test"])
+        errs = np.asarray(r["curve"]["err_test"]["loss"])
         assert np.all((errs >= 0) & (errs <= 1)) and np.allclose(errs * 10, np.round(errs * 10))  # 10 test points
     with open(tmp_path / "run" / "results.csv") as f:
         assert "err_barrier_train" in f.readline()

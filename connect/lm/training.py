@@ -227,6 +227,7 @@ def load(path: str) -> tuple[dict, gpt2.GPT2Config]:
         return huggingface.load_pretrained(path)
     if not os.path.isdir(path):
         raise UserError(f"checkpoint {path} not found: pass a Hugging Face directory or a connect run's seed-S/ckpt/step-K")
+    checkpoints.expect_family(path, "gpt2")
     if not checkpoints.is_complete(path):
         seed_dirs = sorted(d for d in os.listdir(path) if d.startswith("seed-") and os.path.isdir(os.path.join(path, d)))
         if len(seed_dirs) == 1:

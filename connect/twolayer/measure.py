@@ -157,24 +157,31 @@ def measure_pairs(
     return out
 
 
-def barriers(curves: dict) -> list[dict]:
-    """Per pair: ``barrier_{split}`` and ``max_barrier_{split}`` of the loss curves and, for
-    classification, ``err_barrier_{split}``/``err_max_barrier_{split}`` of the error curves."""
-    rows = []
-    for p, ts in enumerate(curves["t"]):
-        row = {}
-        for prefix, metric in (("", "loss"), ("err_", "err")):
-            for split in ("train", "test"):
-                if f"{metric}_{split}" in curves:
-                    c = barrier_lib.curve(ts, curves[f"{metric}_{split}"][p])
-                    row[f"{prefix}barrier_{split}"], row[f"{prefix}max_barrier_{split}"] = c["barrier"], c["max_barrier"]
-        rows.append(row)
-    return rows
+def curve_record(curves: dict, p: int) -> dict:
+    """Pair ``p``'s curves in the one schema every study writes (:func:`connect.barrier.curve`): the train loss's
+    ``{"t", "loss", "barrier", "max_barrier"}``, with the same record nested for the ``test`` loss and, for
+    classification, the error rates ``err_train`` and ``err_test``."""
+    ts = curves["t"][p]
+    rec = barrier_lib.curve(ts, curves["loss_train"][p])
+    for name, key in (("loss_test", "test"), ("err_train", "err_train"), ("err_test", "err_test")):
+        if name in curves:
+            rec[key] = barrier_lib.curve(ts, curves[name][p])
+    return rec
 
 
-#: Per-t curves kept in result rows.
-CURVES = ("t", "loss_train", "loss_test", "err_train", "err_test", "singular_values", "stable_rank",
-          "condition_number", "effective_rank", "spectral_norm", "linf_rel", "muon_rel")
+def barrier_columns(rec: dict) -> dict:
+    """The scalar columns of a row from its :func:`curve_record`: ``barrier_{split}``, ``max_barrier_{split}``
+    and, for classification, ``err_barrier_{split}``, ``err_max_barrier_{split}``."""
+    out = {}
+    for prefix, train, test in (("", rec, rec.get("test")), ("err_", rec.get("err_train"), rec.get("err_test"))):
+        for split, c in (("train", train), ("test", test)):
+            if c is not None:
+                out[f"{prefix}barrier_{split}"], out[f"{prefix}max_barrier_{split}"] = c["barrier"], c["max_barrier"]
+    return out
+
+
+#: Per-t spectra and constraint norms of the first layer kept in result rows (``spectra``).
+SPECTRA = ("t", "singular_values", "stable_rank", "condition_number", "effective_rank", "spectral_norm", "linf_rel", "muon_rel")
 
 
 def measure_raw_and_aligned(
@@ -190,8 +197,8 @@ def measure_raw_and_aligned(
     """Measure P pairs ``(a_list[p], b_list[p])`` raw and with B aligned to A (one batch of 2P).
 
     Returns one row per pair × path kind × alignment: ``pair`` (index p), ``path``,
-    ``alignment`` (``raw``/``aligned``), endpoint losses, every barrier of :func:`barriers`
-    and the per-t ``curves`` of :data:`CURVES` (as lists).
+    ``alignment`` (``raw``/``aligned``), endpoint losses, the barrier columns of :func:`barrier_columns`,
+    the ``curve`` (:func:`curve_record`) and the per-t ``spectra`` of :data:`SPECTRA` (as lists).
     """
     from connect.twolayer import alignment  # scipy, host-side
 
@@ -201,11 +208,11 @@ def measure_raw_and_aligned(
                            path_optimizer, lam, key, settings, strategy)
     rows = []
     for kind, curves in result.items():
-        for p, row_barriers in enumerate(barriers(curves)):
+        for p in range(2 * n):
+            rec = curve_record(curves, p)
             rows.append({
                 "pair": p % n, "path": kind, "alignment": "raw" if p < n else "aligned",
-                "loss_a_train": float(curves["loss_train"][p][0]), "loss_b_train": float(curves["loss_train"][p][-1]),
-                **row_barriers,
-                "curves": {c: np.asarray(curves[c][p]).tolist() for c in CURVES if c in curves},
+                "loss_a_train": rec["loss"][0], "loss_b_train": rec["loss"][-1], **barrier_columns(rec), "curve": rec,
+                "spectra": {c: np.asarray(curves[c][p]).tolist() for c in SPECTRA},
             })
     return rows

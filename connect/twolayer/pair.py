@@ -17,6 +17,8 @@ from connect.twolayer import data, measure
 
 def load_pair(ckpt_a: str, ckpt_b: str) -> tuple[dict, dict, dict, dict]:
     """Both checkpoints, checked to be two-layer ReLU networks of one architecture."""
+    for ckpt in (ckpt_a, ckpt_b):
+        checkpoints.expect_family(ckpt, "relu")
     params_a, meta_a = checkpoints.load_checkpoint(ckpt_a)
     params_b, meta_b = checkpoints.load_checkpoint(ckpt_b)
     cfg_a, cfg_b = relu.config_of(params_a), relu.config_of(params_b)

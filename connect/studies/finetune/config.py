@@ -31,9 +31,9 @@ class FinetuneConfig:
     n_train: int = _f(512, "train examples of the task")
     n_heldout: int = _f(128, "held-out examples of the task")
     task_seed: int = _f(0, "seed of the task's examples and split")
-    methods: list = _f(["adamw", "muon", "lion", "sgd", "lora"], "finetuning methods: adamw, muon, lion, sgd (full) or lora / lora-<optimizer>")
+    methods: list = _f(["adamw", "muon", "lion", "momentum", "lora"], "finetuning methods: adamw, muon, lion, momentum (full) or lora / lora-<optimizer>")
     lrs: dict = _f({"adamw": [3e-5, 1e-4, 3e-4, 1e-3], "muon": [1e-4, 3e-4, 1e-3, 3e-3], "lion": [3e-6, 1e-5, 3e-5, 1e-4],
-                    "sgd": [1e-3, 3e-3, 1e-2, 3e-2], "lora": [3e-4, 1e-3, 3e-3, 1e-2]},
+                    "momentum": [1e-3, 3e-3, 1e-2, 3e-2], "lora": [3e-4, 1e-3, 3e-3, 1e-2]},
                    "learning-rate grid per method (positive numbers); lora-<optimizer> falls back to lora's", value_type=None)
     steps: int = _f(150, "finetuning steps per point (0: no update, forgetting 0)")
     batch_size: int = _f(32, "task examples per step, also the batch of the corpus evaluation")
@@ -105,6 +105,8 @@ def method_optimizer(method: str, lora_optimizer: str = "adamw") -> tuple[str, b
     ``(lora_optimizer, True)``, ``lora-muon`` → ``("muon", True)``."""
     is_lora = method == "lora" or method.startswith("lora-")
     name = (lora_optimizer if method == "lora" else method[5:]) if is_lora else method
+    if name == "sgd":
+        optimizers.check_lm_name(name, "finetuning method")  # names its new spelling, momentum
     if name not in optimizers.LM_OPTIMIZERS:
         raise UserError(f"unknown finetuning method {method!r}: use {', '.join(optimizers.LM_OPTIMIZERS)}, lora or lora-<optimizer>")
     return name, is_lora

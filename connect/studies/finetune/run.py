@@ -3,7 +3,7 @@
 A pretrained GPT-2 (a connect ``train-lm`` checkpoint or a Hugging Face directory,
 :func:`connect.lm.training.load`) is finetuned on a task (:mod:`connect.lm.tasks`) by every *method*
 — full finetuning with an optimizer of :data:`connect.optimizers.LM_OPTIMIZERS` (``adamw``, ``muon``,
-``lion``, ``sgd``), or ``lora`` (:mod:`connect.lm.lora`, adapters trained with ``lora_optimizer``; also
+``lion``, ``momentum``), or ``lora`` (:mod:`connect.lm.lora`, adapters trained with ``lora_optimizer``; also
 written ``lora-<optimizer>``) — at each learning rate of a grid, for a fixed step budget. Each
 *point* (pretrained, task, data size, method, lr, seed) records:
 

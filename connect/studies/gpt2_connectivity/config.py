@@ -61,13 +61,12 @@ class StudyConfig:
 
     def validate(self) -> StudyConfig:
         """Raise :class:`UserError` naming the first impossible value."""
-        from connect.optimizers import LM_OPTIMIZERS
+        from connect.optimizers import check_lm_name
 
         if not all(isinstance(v, dict) for v in self.train_by.values()):
             raise UserError(f"[{self.TABLE}.train_by] must hold one table of TrainLMConfig fields per optimizer, e.g. [{self.TABLE}.train_by.muon]")
         for name in [*self.optimizers, self.cross_path_optimizer]:
-            if name not in LM_OPTIMIZERS:
-                raise UserError(f"unknown optimizer {name!r}: use one of {', '.join(LM_OPTIMIZERS)}")
+            check_lm_name(name)
         checks = [
             (bool(self.optimizers) and len(set(self.optimizers)) == len(self.optimizers), f"optimizers must be distinct names, got {self.optimizers}"),
             (self.seeds >= 2, f"seeds must be ≥ 2 to form same-optimizer pairs, got {self.seeds}"),

@@ -28,7 +28,11 @@ def load_results(run_dir: str) -> list[dict]:
     if not os.path.isfile(path):
         raise UserError(f"{path} not found: run `connect width-sweep --run-dir {run_dir}` first")
     with open(path) as f:
-        return json.load(f)
+        rows = json.load(f)
+    if rows and "curve" not in rows[0]:
+        raise UserError(f"{path} was written by an older connect (curves before the one curve schema): rerun "
+                        f"`connect width-sweep --run-dir {run_dir}` with its options to remeasure (checkpoints are reused)")
+    return rows
 
 
 def plot_run(run_dir: str, width: int | None = None, metric: str = "barrier_train") -> list[str]:
@@ -84,8 +88,8 @@ def loss_along_t(rows: list[dict], run_dir: str, width: int, split: str = "train
             ax = axes[i][j]
             for pt in ordered(r["pair_type"] for r in sel):
                 group = [r for r in sel if r["alignment"] == al and r["path"] == kind and r["pair_type"] == pt]
-                t = np.asarray(group[0]["curves"]["t"])
-                losses = np.array([r["curves"][f"loss_{split}"] for r in group])
+                t = np.asarray(group[0]["curve"]["t"])
+                losses = np.array([(r["curve"] if split == "train" else r["curve"][split])["loss"] for r in group])
                 m, s = losses.mean(0), losses.std(0)
                 line, = ax.plot(t, m, label=pt)
                 ax.fill_between(t, m - s, m + s, color=line.get_color(), alpha=0.15)
@@ -119,8 +123,8 @@ def _label(r: dict) -> str:
 def spectrum_along_path(chosen: list[dict], run_dir: str, width: int) -> list[str]:
     fig, axes = plt.subplots(1, len(chosen), figsize=(5 * len(chosen), 3.6), squeeze=False, layout="constrained")
     for ax, r in zip(axes[0], chosen):
-        t = np.asarray(r["curves"]["t"])
-        sv = np.asarray(r["curves"]["singular_values"])
+        t = np.asarray(r["spectra"]["t"])
+        sv = np.asarray(r["spectra"]["singular_values"])
         for k in range(sv.shape[1]):
             ax.plot(t, sv[:, k], color=matplotlib.colormaps["viridis"](k / max(1, sv.shape[1] - 1)), lw=1.2)
         ax.set_yscale("log")
@@ -135,9 +139,9 @@ def spectrum_along_path(chosen: list[dict], run_dir: str, width: int) -> list[st
 def constraint_norms(chosen: list[dict], run_dir: str, width: int) -> list[str]:
     fig, axes = plt.subplots(1, len(chosen), figsize=(5 * len(chosen), 3.6), squeeze=False, layout="constrained")
     for ax, r in zip(axes[0], chosen):
-        t = np.asarray(r["curves"]["t"])
-        ax.plot(t, r["curves"]["linf_rel"], label="λ·max|θ|  (AdamW/Lion ball)")
-        ax.plot(t, r["curves"]["muon_rel"], label="λ·‖W‖₂/s  (Muon ball)")
+        t = np.asarray(r["spectra"]["t"])
+        ax.plot(t, r["spectra"]["linf_rel"], label="λ·max|θ|  (AdamW/Lion ball)")
+        ax.plot(t, r["spectra"]["muon_rel"], label="λ·‖W‖₂/s  (Muon ball)")
         ax.axhline(1.0, color="k", ls=":", label="radius")
         ax.set_xlabel("t")
         ax.set_ylabel("norm / radius")

@@ -66,7 +66,7 @@ def run(cfg: WidthSweepConfig, run_dir: str, progress: bool = True) -> list[dict
     _write_data(run_dir, dataset)
     bar = tqdm(total=len(cfg.widths) * (len(cfg.optimizers) + 1), desc="width sweep", disable=not progress, unit="stage")
     for width in cfg.widths:
-        if os.path.isfile(_pairs_path(run_dir, width)):  # this width is finished
+        if _has_pairs(run_dir, width):  # this width is finished
             bar.update(len(cfg.optimizers) + 1)
             continue
         params = {}
@@ -197,11 +197,22 @@ def _pairs_path(run_dir: str, width: int) -> str:
     return os.path.join(run_dir, "pairs", f"w{width:04d}.json")
 
 
+def _has_pairs(run_dir: str, width: int) -> bool:
+    """Whether width ``width``'s pairs are measured and stored in the current schema (rows with a ``curve``;
+    a run directory of an older connect is remeasured from its checkpoints)."""
+    try:
+        with open(_pairs_path(run_dir, width)) as f:
+            rows = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(rows, list) and all(isinstance(r, dict) and "curve" in r for r in rows)
+
+
 def measured(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: int, params: dict) -> list[dict]:
     """Rows of every pair × path × alignment at one width, from ``params[opt]`` (seeds stacked,
     as :func:`trained` returns them); loaded from ``pairs/`` if already saved."""
     out_path = _pairs_path(run_dir, width)
-    if os.path.isfile(out_path):
+    if _has_pairs(run_dir, width):
         with open(out_path) as f:
             return json.load(f)
     seeds = cfg.seed_list()
