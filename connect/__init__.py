@@ -1,7 +1,7 @@
 """connect — optimizer-induced mode connectivity in JAX.
 
 The package is layered (DESIGN.md, Architecture): the analysis core at the top level (``paths``,
-``barrier``, ``spectra``, ``constraints``, ``optimizers``, ``schedules``, ``planes``, ``batching``,
+``barrier``, ``spectra``, ``symmetry``, ``constraints``, ``optimizers``, ``schedules``, ``planes``, ``batching``,
 ``checkpoints``, ``config``, ``io``, ``errors``), one file per model family in ``connect.models``
 (``relu``, ``gpt2``), the two-layer work in ``connect.twolayer``, the language-model work in
 ``connect.lm``, the studies in ``connect.studies`` and the command line in ``connect.cli``.
@@ -21,7 +21,7 @@ _MODULES = {
     "barrier": "connect.barrier", "batching": "connect.batching", "checkpoints": "connect.checkpoints",
     "config": "connect.config", "constraints": "connect.constraints", "errors": "connect.errors",
     "io": "connect.io", "optimizers": "connect.optimizers", "paths": "connect.paths", "planes": "connect.planes",
-    "schedules": "connect.schedules", "spectra": "connect.spectra", "models": "connect.models",
+    "schedules": "connect.schedules", "spectra": "connect.spectra", "symmetry": "connect.symmetry", "models": "connect.models",
     "relu": "connect.models.relu", "gpt2": "connect.models.gpt2", "twolayer": "connect.twolayer", "lm": "connect.lm",
     "studies": "connect.studies",
 }

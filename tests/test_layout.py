@@ -117,3 +117,11 @@ def test_readme_layout_names_every_package():
     packages = sorted({p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "connect").rglob("__init__.py")} - {"connect"})
     missing = [p for p in packages if p.rsplit("/", 1)[-1] + "/" not in layout]
     assert missing == []
+
+
+def test_every_core_module_is_in_the_contracts():
+    """A new top-level module of connect/ joins the core layer of pyproject.toml's contracts (or they miss it)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    core = sorted(p.stem for p in (ROOT / "connect").glob("*.py") if p.stem not in ("__init__", "errors"))
+    layer = next(line for line in text.splitlines() if "connect.barrier : " in line)
+    assert [m for m in core if f"connect.{m}" not in layer.replace('"', " ").split()] == []

@@ -41,17 +41,16 @@ import dataclasses
 
 import jax
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
-from connect import checkpoints
+from connect import checkpoints, symmetry
 from connect.errors import UserError
 from connect.lm import huggingface
+from connect.models import gpt2
 from connect.models.gpt2 import GPT2Config
 
-#: Residual-reading kernels ``(L, D, O)``, each preceded by the LayerNorm named.
-READERS = {("attn", "c_attn"): "ln_1", ("mlp", "c_fc"): "ln_2"}
-#: Residual-writing layers ``(L, I, D)`` with bias ``(L, D)``.
-WRITERS = (("attn", "c_proj"), ("mlp", "c_proj"))
+#: Residual-reading kernels ``(L, D, O)``, each preceded by the LayerNorm named, and residual-writing layers
+#: ``(L, I, D)`` with bias ``(L, D)`` (the family's declaration).
+READERS, WRITERS = gpt2.RESIDUAL_READERS, gpt2.RESIDUAL_WRITERS
 #: What :func:`fold_layernorms` changes in the architecture (the function stays the same).
 FOLDED = ("LayerNorm gains folded into the following matrices: every LayerNorm has unit gain, ln_1 and ln_2 "
           "zero bias (gains into c_attn/c_fc kernels, biases into their biases), ln_f bias b/g (gain into the head)")
@@ -177,59 +176,21 @@ def rotate_residual(params: dict, rotation_DxD: np.ndarray) -> dict:
     return _cast_like(p, params)
 
 
-def _head_index(perm_N: np.ndarray, d_head: int) -> np.ndarray:
-    return (perm_N[:, None] * d_head + np.arange(d_head)[None, :]).ravel()
-
-
 def permute(params: dict, cfg: GPT2Config, mlp_perms_LxF: np.ndarray, head_perms_LxN: np.ndarray) -> dict:
-    """MLP units and attention heads of every layer reordered: slot j receives B's ``perm[j]``."""
-    p = _numpy(params)
-    h, d = p["h"], cfg.n_embd
-    for layer in range(cfg.n_layer):
-        pi = mlp_perms_LxF[layer]
-        h["mlp"]["c_fc"]["kernel"][layer] = h["mlp"]["c_fc"]["kernel"][layer][:, pi]
-        h["mlp"]["c_fc"]["bias"][layer] = h["mlp"]["c_fc"]["bias"][layer][pi]
-        h["mlp"]["c_proj"]["kernel"][layer] = h["mlp"]["c_proj"]["kernel"][layer][pi, :]
-        idx = _head_index(head_perms_LxN[layer], d // cfg.n_head)
-        qkv = np.concatenate([idx, d + idx, 2 * d + idx])
-        h["attn"]["c_attn"]["kernel"][layer] = h["attn"]["c_attn"]["kernel"][layer][:, qkv]
-        h["attn"]["c_attn"]["bias"][layer] = h["attn"]["c_attn"]["bias"][layer][qkv]
-        h["attn"]["c_proj"]["kernel"][layer] = h["attn"]["c_proj"]["kernel"][layer][idx, :]
-    return _cast_like(p, params)
-
-
-def _mlp_features(h: dict, layer: int) -> np.ndarray:
-    """One row per MLP unit: its ``c_fc`` column and bias and its ``c_proj`` row, ``(F, 2D + 1)``."""
-    fc = h["mlp"]["c_fc"]
-    return np.concatenate([fc["kernel"][layer].T, fc["bias"][layer][:, None], h["mlp"]["c_proj"]["kernel"][layer]], axis=1)
-
-
-def _head_features(h: dict, layer: int, cfg: GPT2Config) -> np.ndarray:
-    """One row per head: its q, k, v columns and biases and its ``c_proj`` rows, flattened."""
-    d, n = cfg.n_embd, cfg.n_head
-    dh = d // n
-    kern, bias = h["attn"]["c_attn"]["kernel"][layer], h["attn"]["c_attn"]["bias"][layer]
-    parts = []
-    for part in range(3):
-        cols = kern[:, part * d : (part + 1) * d].reshape(d, n, dh).transpose(1, 0, 2).reshape(n, d * dh)
-        parts += [cols, bias[part * d : (part + 1) * d].reshape(n, dh)]
-    parts.append(h["attn"]["c_proj"]["kernel"][layer].reshape(n, dh * d))
-    return np.concatenate(parts, axis=1)
-
-
-def _assign(feat_a: np.ndarray, feat_b: np.ndarray) -> np.ndarray:
-    rows, cols = linear_sum_assignment(feat_a @ feat_b.T, maximize=True)
-    perm = np.empty(len(rows), dtype=np.int64)
-    perm[rows] = cols
-    return perm
+    """MLP units and attention heads of every layer reordered: slot j receives B's ``perm[j]`` (the family's
+    symmetry :func:`connect.models.gpt2.symmetry`, applied by :func:`connect.symmetry.permute`)."""
+    return symmetry.permute(params, _spec(cfg), {"mlp": mlp_perms_LxF, "heads": head_perms_LxN})
 
 
 def match_permutations(params_a: dict, params_b: dict, cfg: GPT2Config) -> tuple[np.ndarray, np.ndarray]:
-    """Per layer, the MLP and head permutations of B maximising ``⟨θ_A, π(θ_B)⟩`` (exact LAPs)."""
-    ha, hb = _numpy(params_a)["h"], _numpy(params_b)["h"]
-    mlp = np.stack([_assign(_mlp_features(ha, layer), _mlp_features(hb, layer)) for layer in range(cfg.n_layer)])
-    heads = np.stack([_assign(_head_features(ha, layer, cfg), _head_features(hb, layer, cfg)) for layer in range(cfg.n_layer)])
-    return mlp, heads
+    """Per layer, the MLP and head permutations of B maximising ``⟨θ_A, π(θ_B)⟩`` (exact LAPs,
+    :func:`connect.symmetry.match`)."""
+    perms = symmetry.match(params_a, params_b, _spec(cfg))
+    return perms["mlp"], perms["heads"]
+
+
+def _spec(cfg: GPT2Config) -> dict:
+    return symmetry.spec(gpt2.symmetry(cfg))
 
 
 def match_rotation(params_a: dict, params_b: dict) -> np.ndarray:

@@ -263,6 +263,30 @@ def _mlp(h_BxTxD: jax.Array, mlp: dict, dtype) -> tuple[jax.Array, jax.Array]:
     return a_BxTxF, _dense(a_BxTxF, mlp["c_proj"], dtype).astype(jnp.float32)
 
 
+# --- the family's symmetries (read by connect.symmetry and connect.lm.alignment) ----------------------
+
+
+def symmetry(cfg: GPT2Config) -> dict:
+    """The permutations that leave every layer's function unchanged (git-re-basin's PermutationSpec), per layer:
+    ``mlp`` reorders the ``F`` units (``c_fc`` columns and bias, ``mlp.c_proj`` rows; GELU acts elementwise),
+    ``heads`` the ``n_head`` heads (blocks of ``d_head`` columns of each of q, k, v — fused 3 on ``c_attn`` —
+    and the matching rows of ``attn.c_proj``). Leaf path -> (axis, copies fused along it)."""
+    return {
+        "mlp": {"leaves": {("h", "mlp", "c_fc", "kernel"): (-1, 1), ("h", "mlp", "c_fc", "bias"): (-1, 1),
+                           ("h", "mlp", "c_proj", "kernel"): (-2, 1)}, "block": 1, "stacked": True},
+        "heads": {"leaves": {("h", "attn", "c_attn", "kernel"): (-1, 3), ("h", "attn", "c_attn", "bias"): (-1, 3),
+                             ("h", "attn", "c_proj", "kernel"): (-2, 1)}, "block": cfg.n_embd // cfg.n_head, "stacked": True},
+    }
+
+
+#: The residual stream may be rotated by an orthogonal R with R𝟙 = 𝟙 once the LayerNorm gains are folded
+#: (:mod:`connect.lm.alignment`): residual-reading kernels and the LayerNorm before each ...
+RESIDUAL_READERS = {("attn", "c_attn"): "ln_1", ("mlp", "c_fc"): "ln_2"}
+#: ... and residual-writing layers (kernel ``(L, I, D)``, bias ``(L, D)``).
+RESIDUAL_WRITERS = (("attn", "c_proj"), ("mlp", "c_proj"))
+ROTATES_RESIDUAL = True
+
+
 # --- the family's weight matrices (one naming for spectra, constraint norms and Muon's split) -----------
 
 #: Per-layer matrices: name suffix -> (leaf path under ``h``, block index, blocks fused on the last axis).

@@ -22,8 +22,11 @@ import jax.numpy as jnp
 #: split is explicit: ``a`` and ``b`` are vectors and go to AdamW.
 MUON_MATRICES = ("W",)
 
-#: Which axis of which array the hidden-unit permutation acts on (git-re-basin style spec).
-HIDDEN_AXIS = {"W": 0, "b": 0, "a": 0}
+#: The family's symmetry (git-re-basin's PermutationSpec, read by :mod:`connect.symmetry`): the hidden units'
+#: permutation reorders axis 0 of W, b and a — leaf path -> (axis, copies fused along it).
+SYMMETRY = {"units": {"leaves": {("W",): (0, 1), ("b",): (0, 1), ("a",): (0, 1)}, "block": 1, "stacked": False}}
+#: No residual stream to rotate.
+ROTATES_RESIDUAL = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Alignment: moving network B to the symmetry-equivalent copy nearest network A.
 
-This package's top level aligns two-layer ReLU networks by permuting hidden units;
+This module aligns two-layer ReLU networks by permuting hidden units (the family's declared
+symmetry, :data:`connect.models.relu.SYMMETRY`, through :mod:`connect.symmetry`);
 :mod:`connect.lm.alignment` aligns GPT-2 models (head and MLP permutations, a rotation of
 the residual stream).
 
@@ -15,35 +16,34 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
+from connect import symmetry
 from connect.models import relu
 
+#: The family's symmetry spec (:data:`connect.models.relu.SYMMETRY`) as :class:`connect.symmetry.Permutation`.
+SPEC = symmetry.spec(relu.SYMMETRY)
 
-def unit_features(params: dict, hidden_axis: dict = relu.HIDDEN_AXIS) -> np.ndarray:
+
+def unit_features(params: dict) -> np.ndarray:
     """One row per hidden unit: every array's slice along its hidden axis, concatenated, ``(m, F)``."""
-    cols = [np.moveaxis(np.asarray(params[k]), ax, 0).reshape(np.shape(params[k])[ax], -1) for k, ax in sorted(hidden_axis.items()) if k in params]
-    return np.concatenate(cols, axis=1)
+    return symmetry.features(params, SPEC["units"])
 
 
-def match_units(params_a: dict, params_b: dict, hidden_axis: dict = relu.HIDDEN_AXIS) -> np.ndarray:
+def match_units(params_a: dict, params_b: dict) -> np.ndarray:
     """The permutation ``perm`` (B's unit ``perm[j]`` goes to slot j) maximising the summed
-    similarity ``Σ_j ⟨u_A,j, u_B,perm[j]⟩``."""
-    fa, fb = unit_features(params_a, hidden_axis), unit_features(params_b, hidden_axis)
-    if fa.shape != fb.shape:
-        raise ValueError(f"cannot align networks of different shapes {fa.shape} and {fb.shape}")
-    rows, cols = linear_sum_assignment(fa @ fb.T, maximize=True)
-    perm = np.empty(len(rows), dtype=np.int64)
-    perm[rows] = cols
-    return perm
+    similarity ``Σ_j ⟨u_A,j, u_B,perm[j]⟩`` (:func:`connect.symmetry.match`)."""
+    if set(params_a) != set(params_b) or any(np.shape(params_a[k]) != np.shape(params_b[k]) for k in params_a):
+        shapes = ({k: np.shape(v) for k, v in p.items()} for p in (params_a, params_b))
+        raise ValueError(f"cannot align networks of different shapes {next(shapes)} and {next(shapes)}")
+    return symmetry.match(params_a, params_b, SPEC)["units"]
 
 
-def permute_units(params: dict, perm: np.ndarray, hidden_axis: dict = relu.HIDDEN_AXIS) -> dict:
+def permute_units(params: dict, perm: np.ndarray) -> dict:
     """Reorder hidden units: slot j receives unit ``perm[j]`` in every array."""
-    return {k: (np.take(np.asarray(v), perm, axis=hidden_axis[k]) if k in hidden_axis else v) for k, v in params.items()}
+    return symmetry.permute(params, SPEC, {"units": perm})
 
 
-def align(params_a: dict, params_b: dict, hidden_axis: dict = relu.HIDDEN_AXIS) -> dict:
+def align(params_a: dict, params_b: dict) -> dict:
     """B with its hidden units permuted to match A; computes the same function as B."""
     params_a, params_b = jax.device_get(params_a), jax.device_get(params_b)
-    return permute_units(params_b, match_units(params_a, params_b, hidden_axis), hidden_axis)
+    return permute_units(params_b, match_units(params_a, params_b))
