@@ -69,14 +69,6 @@ CONFIGS: dict[str, GPT2Config] = {
                        tie_word_embeddings=True),
 }
 
-#: Leaf path -> number of matrices fused along the LAST axis, for Muon (the fused QKV kernel is
-#: orthogonalised as three ``D x D`` matrices). Every other leaf goes to AdamW.
-MUON_MATRICES: dict[tuple[str, ...], int] = {
-    ("h", "attn", "c_attn", "kernel"): 3,
-    ("h", "attn", "c_proj", "kernel"): 1,
-    ("h", "mlp", "c_fc", "kernel"): 1,
-    ("h", "mlp", "c_proj", "kernel"): 1,
-}
 
 #: Standard deviation of the normal init (GPT-2 / nanoGPT / Hugging Face ``initializer_range``).
 INIT_STD = 0.02
@@ -298,6 +290,9 @@ LAYER_MATRICES: dict[str, tuple[tuple[str, ...], int, int]] = {
     "mlp.c_fc": (("mlp", "c_fc", "kernel"), 0, 1),
     "mlp.c_proj": (("mlp", "c_proj", "kernel"), 0, 1),
 }
+#: Muon's split, from the same naming: leaf path -> number of matrices fused along its LAST axis (the
+#: fused QKV kernel is orthogonalised as three ``D x D`` matrices, q, k and v). Every other leaf goes to AdamW.
+MUON_MATRICES: dict[tuple[str, ...], int] = {("h", *path): fused for path, _, fused in LAYER_MATRICES.values()}
 
 
 def matrix_names(cfg: GPT2Config) -> list[str]:
