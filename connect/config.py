@@ -55,6 +55,8 @@ def read_toml(path: str, example: str) -> dict:
             return tomllib.load(f)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"config file {path} is not valid TOML ({e})") from None
+    except RecursionError:
+        raise UserError(f"config file {path} is not valid TOML (arrays or tables nested too deeply)") from None
 
 
 #: The TOML table of every command's config; a file may hold several of them, any other table is refused.
@@ -130,6 +132,8 @@ def _coerce(cls: type, key: str, val: Any, source: str):
             item = field.metadata.get("item", type(default[0]) if default else None)
             if item is int:  # non-integers are kept for validate() to name
                 return [_as_int(x) for x in items]
+            if item is str and not all(isinstance(x, str) for x in items):  # names: a nested list or table is no name
+                raise ValueError(val)
             return [float(x) for x in items] if item is float else items
         if isinstance(default, dict):
             if not isinstance(val, dict):

@@ -216,7 +216,7 @@ def test_connect_trained_adamw_pair(tmp_path, capsys):
     x, y, pa, pb, _, _ = connectivity.trained_pair("adamw", 4, 2, 16, lam=0.5, seed=0, steps=1000)
     a, b = _save_pair(tmp_path, pa, pb, x, y, {"optimizer": "adamw", "weight_decay": 0.5})
     out_json = tmp_path / "c.json"
-    code, out, _ = _run(["theory", "connect", a, b, "--out", str(out_json)], capsys)
+    code, out, _ = _run(["theory", "connect", a, b, "--data", str(tmp_path / "data.npz"), "--out", str(out_json)], capsys)
     res = json.loads(out_json.read_text())
     assert code == 0 and out.startswith("CONNECTED barrier=") and res["result"] == "CONNECTED"
     assert res["kind"] == "linf" and res["lam"] == 0.5 and not res["bias_folded"]
@@ -232,7 +232,7 @@ def test_connect_saturated_box_is_inconclusive(tmp_path, capsys):
     x, y, pa, pb = connectivity.saturated_box_pair(4, 2, 8, 1.0, seed=0)
     a, b = _save_pair(tmp_path, pa, pb, x, y, {})
     out_json = tmp_path / "c.json"
-    code, out, _ = _run(["theory", "connect", a, b, "--constraint", "lion", "--lam", "1", "--out", str(out_json)], capsys)
+    code, out, _ = _run(["theory", "connect", a, b, "--data", str(tmp_path / "data.npz"), "--constraint", "lion", "--lam", "1", "--out", str(out_json)], capsys)
     res = json.loads(out_json.read_text())
     assert code == 0 and out.startswith("INCONCLUSIVE: supports after reduction")
     assert res["result"] == "INCONCLUSIVE" and res["k_a"] + res["k_b"] > res["width"] == 8
@@ -249,14 +249,14 @@ def test_connect_with_a_bias(tmp_path, capsys):
     pa, pb = ({k: np.asarray(v[i], np.float64) for k, v in trained.items()} for i in range(2))
     a, b = _save_pair(tmp_path, pa, pb, x, y, {"optimizer": "adamw", "weight_decay": 0.5})
     out_json = tmp_path / "c.json"
-    code, out, _ = _run(["theory", "connect", a, b, "--project", "--out", str(out_json)], capsys)
+    code, out, _ = _run(["theory", "connect", a, b, "--data", str(tmp_path / "data.npz"), "--project", "--out", str(out_json)], capsys)
     res = json.loads(out_json.read_text())
     assert code == 0 and res["bias_folded"] and res["result"] == "CONNECTED"
     with jax.enable_x64(True):
         expect = [float(optimizers.constraint("adamw", 0.5).distance({k: jnp.asarray(v) for k, v in p.items()})) for p in (pa, pb)]
     np.testing.assert_allclose(res["projection_distance"], expect, rtol=1e-9)  # W, b and a clipped together
     assert res["path"]["max_relative_norm"] <= 1 + 1e-9 and res["path"]["max_barrier"] <= 1e-9
-    code, _, err = _run(["theory", "connect", a, b, "--constraint", "muon", "--lam", "0.5"], capsys)
+    code, _, err = _run(["theory", "connect", a, b, "--data", str(tmp_path / "data.npz"), "--constraint", "muon", "--lam", "0.5"], capsys)
     _one_line_error(code, err, "with a bias is exact only for the box and weight decay")
 
 
@@ -271,7 +271,7 @@ def test_connect_bad_input_is_one_line(tmp_path, capsys, extra, needle):
     if extra == ["--missing"]:
         b, extra = str(tmp_path / "no_such_checkpoint"), []
     out_json = tmp_path / "c.json"
-    code, _, err = _run(["theory", "connect", a, b, *extra, "--out", str(out_json)], capsys)
+    code, _, err = _run(["theory", "connect", a, b, "--data", str(tmp_path / "data.npz"), *extra, "--out", str(out_json)], capsys)
     _one_line_error(code, err, needle)
     assert not out_json.exists()
 

@@ -49,8 +49,7 @@ def cmd_study_finetune(args: argparse.Namespace) -> int:
     from connect.studies.finetune import run as finetune
 
     cfg = study_config(args)
-    summary = finetune.run(cfg, args.out, progress=not args.quiet)
-    plots.plot(args.out)
+    summary = finetune.run(cfg, args.out, progress=not args.quiet, finish=plots.plot)  # figures drawn holding the lock
     print(f"{summary['n_points']} points in {args.out} (points/, summary.json, figures/)")
     for st in summary["studies"]:
         for key in ("at_equal_loss", "at_equal_accuracy"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 
 from connect.cli.options import add_config_flags, config_from_args
 from connect.errors import UserError
@@ -26,6 +25,8 @@ def add_parser(sub) -> None:
                     "OUT/seed-S/ckpt/step-K/. Options: defaults < --config file < flags. Rerunning the same command on the same "
                     "--out resumes from the newest checkpoint every seed has and reaches the parameters an uninterrupted run "
                     "would (bit-identical on CPU); every option, steps included, must then equal the stored config.json. "
+                    "One command writes an --out at a time (a second is refused, naming the first's pid). A training loss "
+                    "that is not finite stops the run (exit code 2; lower --lr), keeping the last finite checkpoint. "
                     "Prints each seed's final train and val loss (nats), the val split's unigram entropy (the loss of the "
                     "best context-free model) and the throughput.")
     t.add_argument("--config", help="TOML file of options (a [train_lm] table, keys as below with underscores); flags override it")
@@ -50,6 +51,7 @@ def add_parser(sub) -> None:
     e.add_argument("--batch-size", type=int, default=16, help="windows per evaluation batch (default: 16)")
     e.add_argument("--context", type=int, default=None, help="tokens per window (default: the model's n_positions)")
     e.add_argument("--max-batches", type=int, default=0, help="evaluate at most this many batches (default: 0, the whole split)")
+    e.add_argument("--allow-nonfinite", action="store_true", help="read a checkpoint whose weights hold NaN or inf (refused by default)")
     e.set_defaults(func=cmd_eval_lm)
 
 
@@ -62,13 +64,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
         args.seeds = [args.seed]
     cfg = config_from_args(args, TrainLMConfig)
     out = args.out or os.path.join(DEFAULT_RUNS, f"{cfg.optimizer}-{'-'.join(map(str, cfg.seeds))}")
-    fresh = not (os.path.isdir(out) and os.listdir(out))
-    try:
-        summary = lm_training.train(cfg, out, progress=not args.quiet)
-    except UserError:
-        if fresh and os.path.isdir(out) and not _has_checkpoint(out, cfg.seeds):  # nothing half-written: the run never started
-            shutil.rmtree(out)
-        raise
+    summary = lm_training.train(cfg, out, progress=not args.quiet)  # checks every input before it writes anything
     _print_train_summary(summary)
     return 0
 
@@ -79,7 +75,7 @@ def cmd_eval_lm(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or (args.context is not None and args.context < 1) or args.max_batches < 0:
         raise UserError("--batch-size and --context must be ≥ 1 and --max-batches ≥ 0 (0: the whole split)")
-    params, model_cfg = lm_training.load(args.ckpt)
+    params, model_cfg = lm_training.load(args.ckpt, allow_nonfinite=args.allow_nonfinite)
     data = corpus.load(args.data or None, tokenizer=args.tokenizer or None, val_fraction=args.val_fraction)
     if data.vocab_size > model_cfg.vocab_size:
         raise UserError(f"corpus {data.name} has vocabulary {data.vocab_size} > the model's vocab_size {model_cfg.vocab_size}: "
@@ -91,12 +87,6 @@ def cmd_eval_lm(args: argparse.Namespace) -> int:
     print(f"val loss {loss:.6f} nats ({data.name} val split, {part} of {context} tokens; "
           f"val unigram entropy {corpus.unigram_entropy(data.val):.6f} nats)")
     return 0
-
-
-def _has_checkpoint(out: str, seeds) -> bool:
-    from connect import checkpoints
-
-    return any(checkpoints.complete_steps(os.path.join(out, f"seed-{s}", "ckpt")) for s in seeds)
 
 
 def _print_train_summary(summary: dict) -> None:

@@ -56,7 +56,7 @@ def cmd_paths(args: argparse.Namespace) -> int:
     import numpy as np
 
     from connect import barrier, checkpoints, optimizers
-    from connect.io import write_json_atomic
+    from connect.io import check_output_file, write_json_atomic
     from connect.lm import corpus
     from connect.lm import paths as lm_paths
     from connect.lm import training as lm_training
@@ -65,8 +65,10 @@ def cmd_paths(args: argparse.Namespace) -> int:
 
     pcfg = config_from_args(args, study_config.PathsConfig)
     ts_T = lm_paths.check_grid(pcfg.t_grid or barrier.grid())
-    theta_a, cfg_a = lm_training.load(args.ckpt_a)
-    theta_b, cfg_b = lm_training.load(args.ckpt_b)
+    if args.out:  # before any model is loaded
+        check_output_file(args.out)
+    theta_a, cfg_a = lm_training.load(args.ckpt_a, allow_nonfinite=pcfg.allow_nonfinite)
+    theta_b, cfg_b = lm_training.load(args.ckpt_b, allow_nonfinite=pcfg.allow_nonfinite)
     model_cfg = lm_paths.check_pair(theta_a, cfg_a, theta_b, cfg_b)
     data = corpus.load(pcfg.data or None, tokenizer=pcfg.tokenizer or None, val_fraction=pcfg.val_fraction)
     if data.vocab_size > model_cfg.vocab_size:
@@ -105,8 +107,7 @@ def cmd_study_gpt2(args: argparse.Namespace) -> int:
     from connect.studies.gpt2_connectivity import plots, run
 
     cfg = config_from_args(args, study_config.StudyConfig, variant="tiny" if args.tiny else None)
-    res = run.run(cfg, args.out, progress=not args.quiet)
-    plots.plot_study(args.out)
+    res = run.run(cfg, args.out, progress=not args.quiet, finish=plots.plot_study)  # tables and figures drawn holding the lock
     with open(os.path.join(args.out, "tables", "barriers.md")) as f:
         print(f.read())
     print(f"{len(res['pairs'])} pairs; wrote {args.out}/results.json, tables/ ({', '.join(plots.TABLES)}) and figures/")

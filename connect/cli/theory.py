@@ -24,9 +24,12 @@ DEFAULT_EXAMPLE_OUT = os.path.join("runs", "theory", "example")
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 1 when a claim FAILs; PASS and FINDING rows exit 0 (THEORY.md §F.2)."""
+    from connect.io import check_output_dir, run_lock
     from theory import report, verify
 
-    rows = verify.verify(args.out, only=args.only, progress=not args.quiet)
+    check_output_dir(args.out)
+    with run_lock(args.out):  # one writer of the report directory
+        rows = verify.verify(args.out, only=args.only, progress=not args.quiet)
     print("\n".join(report.console_lines(rows, args.out)))
     return 1 if report.failed(rows) else 0
 
@@ -68,9 +71,11 @@ def _fmt(v) -> str:
 
 
 def cmd_optimum(args: argparse.Namespace) -> int:
-    from connect.io import write_json_atomic
+    from connect.io import check_output_file, write_json_atomic
     from theory import convex
 
+    if args.out:
+        check_output_file(args.out)  # before any work
     x, y = load_xy(args.data)
     res = convex.optimum(x, y, args.constraint, args.lam, loss=args.loss, n_gates=args.gates, seed=args.seed, width=args.width)
     b = res.bracket
@@ -98,13 +103,15 @@ def _curve(rep: dict) -> dict:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    from connect.io import write_json_atomic
+    from connect.io import check_output_file, write_json_atomic
     from connect.models import relu
     from connect.twolayer import pair
     from theory import connectivity, names
 
     if args.t_points < 2 or not args.tol >= 0:
         raise UserError(f"need --t-points ≥ 2 and --tol ≥ 0, got {args.t_points} and {args.tol}")
+    if args.out:
+        check_output_file(args.out)  # before any work
     params_a, meta_a, params_b, _ = pair.load_pair(args.ckpt_a, args.ckpt_b)
     name = args.constraint or meta_a.get("optimizer")
     lam = args.lam if args.lam is not None else meta_a.get("weight_decay")
@@ -159,9 +166,13 @@ def cmd_example(args: argparse.Namespace) -> int:
     bad = [o for o in args.optimizers if o not in example.DEFAULT_LAM]
     if bad:
         raise UserError(f"--optimizers {' '.join(bad)}: the example trains {', '.join(example.DEFAULT_LAM)}")
-    summary, paths = example_report.write_report(args.out, n_grids=tuple(sorted(args.grid)), widths=tuple(sorted(set(args.widths))),
-                                                 optimizers=tuple(args.optimizers) if args.seeds else (),
-                                                 seeds=tuple(range(args.seeds)), steps=args.steps)
+    from connect.io import check_output_dir, run_lock
+
+    check_output_dir(args.out)
+    with run_lock(args.out):  # one writer of the output directory
+        summary, paths = example_report.write_report(args.out, n_grids=tuple(sorted(args.grid)), widths=tuple(sorted(set(args.widths))),
+                                                     optimizers=tuple(args.optimizers) if args.seeds else (),
+                                                     seeds=tuple(range(args.seeds)), steps=args.steps)
     print(f"{'config':>6} {'c':>22} {'φ (deg)':>22} {'box':>8} {'Muon-full':>10} {'hybrid':>8}   (orbit norm/radius, ≤ 1: inside)")
     for i, k in enumerate(summary["configs"]):
         c = ", ".join(f"{v:.4f}" for v in k["c"])

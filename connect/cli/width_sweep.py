@@ -47,8 +47,7 @@ def cmd_width_sweep(args: argparse.Namespace) -> int:
     from connect.studies.width_sweep import plots, run
 
     cfg = sweep_config(args)
-    rows = run.run(cfg, args.run_dir, progress=not args.quiet)
-    plots.plot_run(args.run_dir)
+    rows = run.run(cfg, args.run_dir, progress=not args.quiet, finish=plots.plot_run)  # figures drawn holding the lock
     _print_summary(run.summary(rows), cfg.widths)
     print(f"wrote {args.run_dir}/results.csv, results.json and figures/")
     return 0
@@ -66,9 +65,13 @@ def _print_summary(summary: list[dict], widths: list[int]) -> None:
 
 
 def cmd_barrier(args: argparse.Namespace) -> int:
+    from connect.io import check_output_file
     from connect.twolayer import pair
 
-    result = pair.measure_checkpoints(args.ckpt_a, args.ckpt_b, config_from_args(args, BarrierConfig))
+    cfg = config_from_args(args, BarrierConfig)
+    if args.out:
+        check_output_file(args.out)  # before any work
+    result = pair.measure_checkpoints(args.ckpt_a, args.ckpt_b, cfg)
     print(f"{'path':<11}{'alignment':<10}{'barrier_train':>14}{'barrier_test':>14}{'max_barrier_train':>19}")
     for r in result["rows"]:
         print(f"{r['path']:<11}{r['alignment']:<10}{r['barrier_train']:>14.5f}{r['barrier_test']:>14.5f}{r['max_barrier_train']:>19.5f}")

@@ -95,7 +95,7 @@ class TrainLMConfig:
             (self.keep_checkpoints >= 1, f"keep_checkpoints must be ≥ 1, got {self.keep_checkpoints}"),
             (self.log_every >= 1, f"log_every must be ≥ 1, got {self.log_every}"),
             (seeds_ok, f"seeds must be a non-empty list of non-negative integers, got {self.seeds}"),
-            (len(set(self.seeds)) == len(self.seeds), f"seeds lists a seed twice: {self.seeds}"),
+            (not seeds_ok or len(set(self.seeds)) == len(self.seeds), f"seeds lists a seed twice: {self.seeds}"),
             (self.compute_dtype in COMPUTE_DTYPES, f"unknown compute_dtype {self.compute_dtype!r}: use one of {', '.join(COMPUTE_DTYPES)}"),
         ]
         for ok, msg in checks:

@@ -11,7 +11,8 @@ A :class:`Corpus` is a train and a val array of integer token ids. Three sources
   with a Hugging Face ``tokenizers`` ``tokenizer.json`` (an optional dependency);
 * **pre-tokenised** nanoGPT ``train.bin`` / ``val.bin``: raw little-endian ``uint16`` ids with no
   header, opened as ``np.memmap`` (never read whole); files with llm.c's 1024-byte header
-  (magic 20240520, version 1) are read past it. ``val_fraction`` does not apply: the files are the split.
+  (magic 20240520, version 1) are read past it (:mod:`connect.lm.tokenfiles`). ``val_fraction`` does not
+  apply: the files are the split.
 
 Train/val split of text (:func:`_split`): a directory whose file names mark the splits (``train`` and
 ``valid``/``val``/…, as WikiText's ``wiki.train.raw``/``wiki.valid.raw`` or TinyStories'
@@ -44,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from connect.errors import UserError
+from connect.lm import tokenfiles
 
 #: The embedded corpus keeps the standard library's ``.py`` files, in sorted order, up to this many bytes.
 EMBEDDED_MAX_BYTES = 8 * 2**20
@@ -53,8 +55,6 @@ _STDLIB_EXCLUDED_DIRS = frozenset({"test", "tests", "idlelib", "site-packages", 
 _CHUNK = 2**24
 #: Characters per ``tokenizers`` encoding call; texts are cut at line ends near this length.
 _ENCODE_CHARS = 2**16
-#: llm.c's token files start with 256 int32: this magic number, a version, the token count.
-_LLMC_MAGIC, _LLMC_HEADER_BYTES = 20240520, 1024
 #: Words in a file's path that name its split (WikiText's ``wiki.valid.raw``, TinyStories' ``-train.txt``).
 _TRAIN_WORDS = frozenset({"train", "training"})
 _VAL_WORDS = frozenset({"val", "valid", "validation", "dev", "heldout"})
@@ -87,27 +87,17 @@ def load(
     with nanoGPT ``train.bin``/``val.bin``. ``tokenizer`` (a ``tokenizer.json``) encodes text instead of bytes;
     ``vocab_size`` overrides the vocabulary size and must exceed every id."""
     _check_fraction(val_fraction)
-    roles = None
     if source is None:
-        name, docs = _embedded_name(), _embedded_documents()
+        name, docs, roles = _embedded_name(), _embedded_documents(), None
     else:
         path = Path(source).expanduser()
-        if not path.exists():
-            raise UserError(
-                f"corpus {path} not found: pass a text file, a directory of text files, or a directory with train.bin and val.bin"
-            )
-        if path.is_dir() and ((path / "train.bin").exists() or (path / "val.bin").exists()):
-            if tokenizer is not None:
-                raise UserError(
-                    f"corpus {path} holds pre-tokenised train.bin/val.bin: drop the tokenizer (pass vocab_size if needed)"
-                )
-            return _load_bin(path, vocab_size)
-        if path.is_file() and path.suffix == ".bin":
-            raise UserError(f"corpus {path} is a .bin file: pass the directory that holds train.bin and val.bin")
-        name = path.resolve().name if path.is_dir() else path.stem
-        docs = _text_documents(path, exclude=Path(tokenizer) if tokenizer is not None else None)
-        if path.is_dir() and (roles := _named_roles(list(docs))) is not None:
-            docs = {label: data for label, data in docs.items() if roles[label]}
+        try:
+            if _is_bin_dir(path, tokenizer):
+                return _load_bin(path, vocab_size)
+            name, docs, roles = _user_documents(path, tokenizer)
+        except OSError as e:
+            raise UserError(f"corpus file {e.filename or path} is not readable ({e.strerror or type(e).__name__}): "
+                            "check the path and its permissions") from None
     if tokenizer is None:
         arrays, natural_vocab, kind = [np.frombuffer(d, dtype=np.uint8) for d in docs.values()], 256, "bytes"
     else:
@@ -117,6 +107,34 @@ def load(
     to_val = [roles[label] == "val" for label in docs] if roles is not None else _every_kth(len(docs), val_fraction)
     train, val = _split(arrays, to_val, val_fraction)
     return Corpus(name, train, val, _checked_vocab(name, train, val, natural_vocab, vocab_size), kind)
+
+
+def _is_bin_dir(path: Path, tokenizer) -> bool:
+    """Whether ``path`` is a directory of nanoGPT ``train.bin``/``val.bin`` (a UserError if it does not exist, or
+    if it is one and a tokenizer is given)."""
+    if not path.exists():
+        raise UserError(
+            f"corpus {path} not found: pass a text file, a directory of text files, or a directory with train.bin and val.bin"
+        )
+    if path.is_dir() and ((path / "train.bin").exists() or (path / "val.bin").exists()):
+        if tokenizer is not None:
+            raise UserError(f"corpus {path} holds pre-tokenised train.bin/val.bin: drop the tokenizer (pass vocab_size if needed)")
+        return True
+    return False
+
+
+def _user_documents(path: Path, tokenizer) -> tuple[str, dict[str, bytes], dict[str, str] | None]:
+    """The name, the documents and the split roles named by the file names (or ``None``) of a text corpus."""
+    if path.is_file() and path.suffix == ".bin":
+        raise UserError(f"corpus {path} is a .bin file: pass the directory that holds train.bin and val.bin")
+    if not (path.is_file() or path.is_dir()):
+        raise UserError(f"corpus {path} is neither a regular file nor a directory: pass a text file or a directory of them")
+    name = path.resolve().name if path.is_dir() else path.stem
+    docs = _text_documents(path, exclude=Path(tokenizer) if tokenizer is not None else None)
+    roles = _named_roles(list(docs)) if path.is_dir() else None
+    if roles is not None:
+        docs = {label: data for label, data in docs.items() if roles[label]}
+    return name, docs, roles
 
 
 def batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, context: int) -> tuple[np.ndarray, np.ndarray]:
@@ -299,12 +317,14 @@ def _tokenizer(path: str | os.PathLike):
         raise UserError(
             "a tokenizer.json needs the optional package `tokenizers`: pip install tokenizers (or drop the tokenizer to read bytes)"
         ) from None
-    if not Path(path).is_file():
+    if not os.path.isfile(path):
         raise UserError(f"tokenizer {path} not found: pass the tokenizer.json file of a Hugging Face tokenizer")
     try:
         return tokenizers.Tokenizer.from_file(str(path))
-    except Exception as e:  # the Rust side raises plain Exceptions with multi-line messages
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # the Rust side raises Exceptions with multi-line messages, or panics (a BaseException)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
             f"tokenizer {path} is not a readable tokenizer.json ({first}): pass the file save_pretrained writes"
         ) from None
@@ -355,45 +375,9 @@ def _max_id(tokens: np.ndarray) -> int:
 def _load_bin(path: Path, vocab_size: int | None) -> Corpus:
     """nanoGPT ``train.bin``/``val.bin`` as ``uint16`` memmaps; the vocabulary is ``vocab_size`` or the
     largest id + 1 rounded up to a multiple of 64 (as nanoGPT pads GPT-2's 50257 to 50304)."""
-    train, val = (_open_bin(path, split) for split in ("train", "val"))
+    train, val = (tokenfiles.open_split(path, split) for split in ("train", "val"))
     if vocab_size is None:
         vocab = -(-(max(_max_id(train), _max_id(val)) + 1) // 64) * 64
     else:
         vocab = _checked_vocab(str(path), train, val, 0, vocab_size)
     return Corpus(path.resolve().name, train, val, vocab, "pretokenized")
-
-
-def _open_bin(path: Path, split: str) -> np.memmap:
-    """``{split}.bin`` under ``path`` as a read-only ``uint16`` memmap, refusing files of another dtype.
-
-    nanoGPT files carry no header, so the dtype checks are heuristics: the size must be a multiple of
-    2 bytes; ids written as little-endian ``uint32``/``int64`` and read as ``uint16`` leave every odd
-    position 0 (the high halves), so if among the first 4096 values (at least 32) one parity is all 0 and
-    the other is not, the file is refused; a ``vocab_size`` given to :func:`load` refuses larger ids.
-    ``float`` or big-endian files whose values stay below the vocabulary can slip through. A file that
-    starts with llm.c's header (256 int32, magic 20240520, version 1, token count) is read past it.
-    """
-    file = path / f"{split}.bin"
-    if not file.is_file():
-        raise UserError(
-            f"corpus {path} has no {split}.bin: write both train.bin and val.bin (uint16 token ids, nanoGPT's prepare.py)"
-        )
-    size, offset = file.stat().st_size, 0
-    if size >= _LLMC_HEADER_BYTES:
-        header = np.fromfile(file, dtype="<i4", count=3)
-        if header[0] == _LLMC_MAGIC:
-            if header[1] != 1 or _LLMC_HEADER_BYTES + 2 * int(header[2]) != size:
-                raise UserError(
-                    f"{file} has an llm.c header with version {header[1]} and {header[2]} tokens for {size} bytes: "
-                    "only version 1 (uint16 ids) with a matching count is read"
-                )
-            offset = _LLMC_HEADER_BYTES
-    if size == offset or (size - offset) % 2:
-        raise UserError(
-            f"{file} is {size - offset} bytes, not a positive whole number of uint16 ids: write the ids with np.uint16(ids).tofile"
-        )
-    tokens = np.memmap(file, dtype=np.uint16, mode="r", offset=offset)
-    head = np.asarray(tokens[:4096])
-    if head.size >= 32 and head[0::2].any() != head[1::2].any():
-        raise UserError(f"{file} looks like 32- or 64-bit ids (every other uint16 is 0): convert them with np.uint16(ids).tofile")
-    return tokens

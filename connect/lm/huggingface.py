@@ -19,6 +19,11 @@ the per-layer arrays on a leading axis::
 
 Keys without the ``transformer.`` prefix (the original ``openai-community/gpt2`` upload) load
 too; the causal-mask buffers ``attn.bias`` / ``attn.masked_bias`` are ignored.
+
+A directory from elsewhere is untrusted: every ``config.json`` field used is type checked, each
+safetensors header is checked before any data is read (:mod:`connect.lm.safetensors_file`), and the
+shard names of ``model.safetensors.index.json`` must stay inside the directory; any malformed file
+ends in one :class:`UserError` line naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -26,16 +31,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
+import sys
 import tempfile
 
 import jax.numpy as jnp
 import numpy as np
-import safetensors
 import safetensors.numpy
 
 from connect import io
 from connect.errors import UserError
+from connect.lm import safetensors_file
 from connect.models import gpt2
 
 CONFIG_FILE = "config.json"
@@ -44,6 +49,12 @@ INDEX_FILE = "model.safetensors.index.json"
 
 #: Activations equal to connect's tanh-GELU (``gelu_pytorch_tanh`` is the same formula in torch).
 _ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
+#: ``config.json`` fields that must be positive integers, and the boolean ones with their GPT-2 defaults.
+_INT_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+_BOOL_FIELDS = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
+                "add_cross_attention": False, "tie_word_embeddings": True}
+#: ``config.json`` and ``model.safetensors.index.json`` larger than this are refused before they are read.
+_MAX_JSON_BYTES = 2**24
 
 #: Hugging Face leaf name -> connect leaf name, per transformer block.
 _BLOCK_KEYS = {
@@ -70,12 +81,7 @@ def load_pretrained(directory: str) -> tuple[dict, gpt2.GPT2Config]:
     config_path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise UserError(f"{config_path} not found: pass a directory written by `save_pretrained` (config.json + model.safetensors)")
-    try:
-        with open(config_path) as f:
-            hf_config = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{config_path} is not readable JSON ({e}): pass a config.json written by `save_pretrained`") from None
-    cfg = config_from_hf(hf_config, source=config_path)
+    cfg = config_from_hf(_read_json(config_path, "pass a config.json written by `save_pretrained`"), source=config_path)
     tensors = _read_tensors(directory)
     return params_from_hf(tensors, cfg, source=directory), cfg
 
@@ -92,33 +98,88 @@ def save_pretrained(params: dict, cfg: gpt2.GPT2Config, directory: str) -> None:
 
 
 def config_from_hf(hf_config: dict, *, source: str = CONFIG_FILE) -> gpt2.GPT2Config:
-    """A :class:`GPT2Config` from a Hugging Face GPT-2 ``config.json`` dict; UserError for features connect lacks."""
+    """A :class:`GPT2Config` from a Hugging Face GPT-2 ``config.json`` dict; UserError for a mistyped field or a
+    feature connect lacks (one line naming the field)."""
+    if not isinstance(hf_config, dict):
+        raise UserError(f"{source} holds a JSON {_json_type(hf_config)}, not an object: pass the config.json `save_pretrained` writes")
     model_type = hf_config.get("model_type", "gpt2")
+    if not isinstance(model_type, str):
+        raise UserError(f"{source} field model_type = {_shown(model_type)} is not a string: "
+                        "pass a GPT-2 config.json (model_type 'gpt2') written by `save_pretrained`")
     if model_type != "gpt2":
-        raise UserError(f"{source} has model_type {model_type!r}: only GPT-2 checkpoints (model_type 'gpt2') are supported")
-    missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in hf_config]
+        raise UserError(f"{source} has model_type {_shown(model_type)}: only GPT-2 checkpoints (model_type 'gpt2') are supported")
+    missing = [k for k in _INT_FIELDS if k not in hf_config]
     if missing:
         raise UserError(f"{source} lacks {', '.join(missing)}: pass a GPT-2 config.json written by `save_pretrained`")
-    activation = hf_config.get("activation_function", "gelu_new")
+    ints, flags, activation, eps = _typed_fields(hf_config, source)
     unsupported = {
         "activation_function": activation not in _ACTIVATIONS,
-        "scale_attn_weights": not hf_config.get("scale_attn_weights", True),
-        "scale_attn_by_inverse_layer_idx": bool(hf_config.get("scale_attn_by_inverse_layer_idx", False)),
-        "reorder_and_upcast_attn": bool(hf_config.get("reorder_and_upcast_attn", False)),
-        "add_cross_attention": bool(hf_config.get("add_cross_attention", False)),
+        "scale_attn_weights": not flags["scale_attn_weights"],
+        "scale_attn_by_inverse_layer_idx": flags["scale_attn_by_inverse_layer_idx"],
+        "reorder_and_upcast_attn": flags["reorder_and_upcast_attn"],
+        "add_cross_attention": flags["add_cross_attention"],
     }
     for key, bad in unsupported.items():
         if bad:
-            raise UserError(f"{source} sets {key}={hf_config.get(key)!r}, which connect's GPT-2 does not implement: "
+            raise UserError(f"{source} sets {key}={_shown(hf_config.get(key))}, which connect's GPT-2 does not implement: "
                             f"use a checkpoint with the GPT-2 defaults (activation {'/'.join(_ACTIVATIONS)}, "
                             "scale_attn_weights true, the others false)")
-    n_inner = hf_config.get("n_inner")
-    return gpt2.config(gpt2.GPT2Config(
-        vocab_size=hf_config["vocab_size"], n_positions=hf_config["n_positions"], n_embd=hf_config["n_embd"],
-        n_layer=hf_config["n_layer"], n_head=hf_config["n_head"],
-        n_inner=4 * hf_config["n_embd"] if n_inner is None else n_inner,
-        tie_word_embeddings=bool(hf_config.get("tie_word_embeddings", True)),
-        layer_norm_epsilon=float(hf_config.get("layer_norm_epsilon", 1e-5))))
+    return gpt2.config(gpt2.GPT2Config(**ints, tie_word_embeddings=flags["tie_word_embeddings"], layer_norm_epsilon=eps))
+
+
+def _typed_fields(hf_config: dict, source: str) -> tuple[dict[str, int], dict[str, bool], str, float]:
+    """The integer fields (``n_inner`` defaulting to 4·n_embd), the boolean ones, the activation and the LayerNorm
+    epsilon of ``config.json``, each type checked (ints positive, booleans true/false, the epsilon finite and > 0)."""
+
+    def refuse(key, want):
+        return UserError(f"{source} field {key} = {_shown(hf_config[key])} is not {want}: "
+                         "fix the field or re-save the model with `save_pretrained`")
+
+    ints = {}
+    for key in (*_INT_FIELDS, "n_inner"):
+        value = hf_config.get(key)
+        if key == "n_inner" and value is None:
+            value = 4 * ints["n_embd"]
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise refuse(key, "a positive integer")
+        ints[key] = value
+    flags = {key: hf_config.get(key, default) for key, default in _BOOL_FIELDS.items()}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise refuse(key, "a boolean (true or false)")
+    activation = hf_config.get("activation_function", "gelu_new")
+    if not isinstance(activation, str):
+        raise refuse("activation_function", "a string")
+    eps = hf_config.get("layer_norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= sys.float_info.max:  # NaN fails too
+        raise refuse("layer_norm_epsilon", "a finite positive number")
+    return ints, flags, activation, float(eps)
+
+
+def _shown(value) -> str:
+    """``repr(value)`` cut to 60 characters, for messages about untrusted values."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_type(value) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+def _read_json(path: str, fix: str):
+    """The JSON value in file ``path`` (at most ``_MAX_JSON_BYTES``); a UserError ending in ``fix`` otherwise."""
+    try:
+        size = os.path.getsize(path)
+        if size > _MAX_JSON_BYTES:
+            raise UserError(f"{path} is {size} bytes, more than the {_MAX_JSON_BYTES} a JSON config may have: {fix}")
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8-sig"))
+    except OSError as e:
+        raise UserError(f"{path} is not readable ({e.strerror or type(e).__name__}): {fix}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        why = "not UTF-8" if isinstance(e, UnicodeDecodeError) else "nested too deeply" if isinstance(e, RecursionError) else (
+            f"{e.msg} at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else "not JSON")
+        raise UserError(f"{path} is not readable JSON ({why}): {fix}") from None
 
 
 def config_to_hf(cfg: gpt2.GPT2Config) -> dict:
@@ -144,12 +205,16 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: gpt2.GPT2Config, *, sour
         if _IGNORED.match(name):
             continue
         stripped[name] = value
+    layers = {m.group(1) for name in stripped if (m := re.match(r"h\.(\d+)\.", name))}
+    if cfg.n_layer > len(layers):  # before listing the expected keys: a config may claim 10¹⁸ layers
+        raise UserError(f"{source} holds the weights of {len(layers)} layers but its config.json says n_layer={cfg.n_layer}: "
+                        "pass a checkpoint whose config.json matches its weights")
     expected = _hf_shapes(cfg)
     if cfg.tie_word_embeddings:
         stripped.pop("lm_head.weight", None)  # some writers store the tied head too; it is wte
     unexpected = sorted(set(stripped) - set(expected))
     if unexpected:
-        raise UserError(f"{source} has unexpected key {unexpected[0]!r} ({len(unexpected)} in all): "
+        raise UserError(f"{source} has unexpected key {_shown(unexpected[0])} ({len(unexpected)} in all): "
                         "pass a GPT2LMHeadModel checkpoint whose config.json matches its weights")
     for name, shape in expected.items():
         if name not in stripped:
@@ -233,13 +298,7 @@ def _read_tensors(directory: str) -> dict[str, np.ndarray]:
     if os.path.isfile(single):
         files = [single]
     elif os.path.isfile(index):
-        try:
-            with open(index) as f:
-                weight_map = json.load(f)["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{index} is not a safetensors index with a 'weight_map' ({e!r}): "
-                            "re-save the model with `save_pretrained`") from None
-        files = [os.path.join(directory, name) for name in sorted(set(weight_map.values()))]
+        files = [_shard_path(directory, name) for name in _shard_names(index)]
     else:
         hint = " (pytorch_model.bin is pickle, which connect does not read)" if any(
             os.path.exists(os.path.join(directory, f)) for f in ("pytorch_model.bin", "pytorch_model.bin.index.json")) else ""
@@ -249,46 +308,41 @@ def _read_tensors(directory: str) -> dict[str, np.ndarray]:
     for path in files:
         if not os.path.isfile(path):
             raise UserError(f"shard {path} listed in {INDEX_FILE} is missing: download or copy every shard")
-        tensors.update(_read_safetensors(path))
+        tensors.update(safetensors_file.read(path))
     return tensors
 
 
-def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """One safetensors file as numpy arrays; bfloat16 tensors (which numpy lacks) are upcast to float32."""
-    try:
-        header = _safetensors_header(path)
-        if not any(isinstance(v, dict) and v.get("dtype") == "BF16" for v in header.values()):
-            return safetensors.numpy.load_file(path)
-        with open(path, "rb") as f:
-            return _decode_with_bf16(header, f.read())
-    except (OSError, ValueError, KeyError, TypeError, struct.error, safetensors.SafetensorError) as e:
-        raise UserError(f"{path} is not a readable safetensors file ({e!r}): re-save the model with `save_pretrained`") from None
+def _shard_names(index: str) -> list[str]:
+    """The distinct shard file names of the index's ``weight_map`` (tensor name -> file name), sorted."""
+    fix = "re-save the model with `save_pretrained`"
+    doc = _read_json(index, fix)
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(weight_map, dict):
+        raise UserError(f"{index} is not a safetensors index with a 'weight_map' object (tensor name -> shard file): {fix}")
+    for name in weight_map.values():
+        if not isinstance(name, str) or not name:
+            raise UserError(f"{index} maps a tensor to {_shown(name)}, not a shard file name: {fix}")
+    return sorted(set(weight_map.values()))
 
 
-def _safetensors_header(path: str) -> dict:
-    """The JSON header of a safetensors file (8-byte little-endian length, then UTF-8 JSON)."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n))
-
-
-def _decode_with_bf16(header: dict, data: bytes) -> dict[str, np.ndarray]:
-    """Decode raw safetensors bytes; BF16 is the top half of an IEEE float32, so shifting it up 16 bits is exact."""
-    (n,) = struct.unpack("<Q", data[:8])
-    body = memoryview(data)[8 + n:]
-    dtypes = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2", "BOOL": "?", "U8": "u1", "I64": "<i8"}  # ints: mask buffers
-    out = {}
-    for name, spec in header.items():
-        if name == "__metadata__":
-            continue
-        if spec["dtype"] not in dtypes:
-            raise UserError(f"tensor {name!r} has dtype {spec['dtype']}: save the model in float32, float16 or bfloat16")
-        start, end = spec["data_offsets"]
-        raw = np.frombuffer(body[start:end], dtype=dtypes[spec["dtype"]]).reshape(spec["shape"])
-        if spec["dtype"] == "BF16":
-            raw = (raw.astype(np.uint32) << 16).view(np.float32)
-        out[name] = raw
-    return out
+def _shard_path(directory: str, name: str) -> str:
+    """``directory/name`` after checking that the shard ``name`` stays inside ``directory``: a relative path
+    without ``..`` whose real path (symlinks resolved) lies in the directory's real path, or, in a Hugging Face
+    cache snapshot (``…/snapshots/REV/``), in the cache's ``blobs/`` folder that its files link to."""
+    parts = name.replace("\\", "/").split("/")
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts or any(c < " " for c in name):
+        raise UserError(f"{os.path.join(directory, INDEX_FILE)} names shard {_shown(name)}, not a file name inside the "
+                        "model directory: list each shard by its name in the directory (no '..', no absolute path)")
+    path = os.path.join(directory, name)
+    home = os.path.realpath(directory)
+    roots = [home]
+    if os.path.basename(os.path.dirname(home)) == "snapshots":
+        roots.append(os.path.join(os.path.dirname(os.path.dirname(home)), "blobs"))
+    real = os.path.realpath(path)
+    if not any(os.path.commonpath([real, root]) == root for root in roots):
+        raise UserError(f"shard {path} listed in {INDEX_FILE} links to {real}, outside the model directory: "
+                        "copy the shard into the directory instead of linking to it")
+    return path
 
 
 def _write_bytes_atomic(path: str, data: bytes) -> None:

@@ -230,8 +230,12 @@ def _unique(rng: np.random.Generator, n: int, prompt_of, answer_of) -> tuple[tup
 
 
 def _from_file(path: str, rng: np.random.Generator, n_train: int, n_heldout: int) -> Task:
-    with open(path, "rb") as f:
-        lines = [ln.rstrip(b"\r\n") for ln in f.read().split(b"\n")]
+    """A user's task file: one ``prompt<TAB>answer`` example per line (blank lines skipped), any bytes."""
+    try:
+        with open(path, "rb") as f:
+            lines = [ln.rstrip(b"\r\n") for ln in f.read().split(b"\n")]
+    except OSError as e:
+        raise UserError(f"task file {path} is not readable ({e.strerror or type(e).__name__}): check the file and its permissions") from None
     examples = []
     for i, ln in enumerate(lines):
         if not ln.strip():
@@ -239,6 +243,8 @@ def _from_file(path: str, rng: np.random.Generator, n_train: int, n_heldout: int
         if b"\t" not in ln:
             raise UserError(f"{path} line {i + 1} has no tab: write one example per line as prompt<TAB>answer")
         prompt, answer = ln.split(b"\t", 1)
+        if not prompt:
+            raise UserError(f"{path} line {i + 1} has an empty prompt: write one example per line as prompt<TAB>answer")
         examples.append((prompt, answer + b"\n"))
     if len(examples) < 2:
         raise UserError(f"{path} holds {len(examples)} example(s): a task file needs at least 2 prompt<TAB>answer lines")

@@ -23,13 +23,17 @@ Run directory::
 ``step`` counts completed optimizer steps; ``loss`` is the training loss of that step's batch
 (before its update), ``val_loss`` the val loss after it (step 0: at init). Rerunning on the same
 ``OUT`` resumes from the newest checkpoint every seed has, drops metrics lines past it, and
-reaches bit-identical parameters on CPU.
+reaches bit-identical parameters on CPU (:mod:`connect.lm.run_dir`).
+
+Every input is checked (:func:`check`) before anything is written; then ``OUT`` has one writer
+(:func:`connect.io.run_lock`). A training loss that is not finite stops the run at once with a
+UserError naming the step; checkpoints are saved only of finite parameters before it, and a run that
+fails before its first checkpoint leaves nothing it created.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import NamedTuple, Sequence
@@ -43,8 +47,7 @@ from tqdm import tqdm
 
 from connect import batching, checkpoints, optimizers, schedules
 from connect.errors import UserError
-from connect.io import claim_directory, write_text_atomic
-from connect.lm import corpus
+from connect.lm import corpus, run_dir
 from connect.lm.config import TrainLMConfig
 from connect.lm.flops import flops_per_token, n_params, peak_flops
 from connect.models import gpt2
@@ -57,19 +60,23 @@ def train(cfg: TrainLMConfig, out: str, *, seeds: Sequence[int] | None = None, p
     ``seeds`` overrides ``cfg.seeds``; ``devices`` (default ``jax.devices()``) form the data-parallel
     mesh. Returns a summary: per seed the last logged training loss and val loss, the val split's
     unigram entropy (the context-free baseline), throughput and MFU of the last logged interval.
+    Every input is checked before anything is written (:func:`check`); ``out`` is written under its lock.
     """
     if seeds is not None:
         cfg = dataclasses.replace(cfg, seeds=[int(s) for s in seeds])
-    run = _prepare(cfg, out, devices)
-    params_S, opt_S, start = _initial_state(run, out)
-    for s in cfg.seeds:
-        _truncate_metrics(_metrics_path(out, s), start)
-    last = _loop(run, out, params_S, opt_S, start, progress)
-    return _summary(out, cfg, run.data, run.n_dev, last)
+    run = check(cfg, out, devices)
+    with run_dir.locked(out, cfg.seeds):
+        run_dir.claim(out, cfg, run.resolved)
+        run, params_S, opt_S, start = _initial_state(run, out)
+        for s in cfg.seeds:
+            run_dir.truncate_metrics(run_dir.metrics_path(out, s), start)
+        last = _loop(run, out, params_S, opt_S, start, progress)
+    return run_dir.summary(out, cfg, run.data, run.n_dev, last)
 
 
 class _Run(NamedTuple):
-    """What :func:`train` resolved before any work: the config, model, corpus, mesh and optimizer."""
+    """What :func:`check` resolved before any work: the config, model, corpus and mesh (the optimizer is
+    built by :func:`_initial_state`)."""
 
     cfg: TrainLMConfig
     model_cfg: gpt2.GPT2Config
@@ -78,16 +85,16 @@ class _Run(NamedTuple):
     micro: int
     dtype: object
     resolved: dict
-    optimizer: optax.GradientTransformation
-    params0: dict
+    optimizer: optax.GradientTransformation | None = None
 
     @property
     def n_dev(self) -> int:
         return self.mesh.devices.size
 
 
-def _prepare(cfg: TrainLMConfig, out: str, devices) -> _Run:
-    """Check every input (config, corpus, mesh), then claim ``out`` (nothing is written before)."""
+def check(cfg: TrainLMConfig, out: str, devices: Sequence | None = None) -> _Run:
+    """Check every input of :func:`train` — config, corpus, mesh, the run directory ``out`` — writing
+    nothing; a problem is a UserError naming it and the fix. Returns what was resolved."""
     cfg.validate()
     model_cfg = cfg.model_config()
     data = corpus.load(cfg.data or None, tokenizer=cfg.tokenizer or None, val_fraction=cfg.val_fraction)
@@ -106,33 +113,37 @@ def _prepare(cfg: TrainLMConfig, out: str, devices) -> _Run:
         "compute_dtype": jnp.dtype(dtype).name, "n_devices": n_dev, "device_kind": mesh.devices.flat[0].device_kind,
         "n_params": n_params(model_cfg), "flops_per_token": flops_per_token(model_cfg, cfg.context),
     }
-    for split in (data.train, data.val):  # before anything is written to ``out``
+    for split in (data.train, data.val):
         corpus.check_windows(split, micro, cfg.context)
-    _claim_out(out, cfg, resolved)
-    params0 = _init(jax.random.key(cfg.seeds[0]), model_cfg)
-    return _Run(cfg, model_cfg, data, mesh, micro, dtype, resolved, make_optimizer(cfg, params0), params0)
+    run_dir.check(out, cfg)
+    return _Run(cfg, model_cfg, data, mesh, micro, dtype, resolved)
 
 
 _init = jax.jit(gpt2.init, static_argnums=1)
 
 
 def _initial_state(run: _Run, out: str):
-    """``(params_S, opt_S, start)``: fresh from the seeds, or resumed from the newest step every seed saved."""
-    cfg, optimizer = run.cfg, run.optimizer
-    start = _resume_step(out, cfg.seeds)
+    """``(run, params_S, opt_S, start)``: ``run`` with its optimizer, and the state fresh from the seeds or
+    resumed from the newest step every seed saved."""
+    cfg = run.cfg
+    params0 = _init(jax.random.key(cfg.seeds[0]), run.model_cfg)
+    optimizer = make_optimizer(cfg, params0)
+    start = run_dir.resume_step(out, cfg.seeds)
     if start:
-        states = [checkpoints.load_train_state(checkpoints.step_dir(_ckpt_dir(out, s), start), optimizer.init(run.params0))
+        states = [checkpoints.load_train_state(checkpoints.step_dir(run_dir.ckpt_dir(out, s), start), optimizer.init(params0))
                   for s in cfg.seeds]
         params_S, opt_S = batching.stack([p for p, _, _ in states]), batching.stack([o for _, o, _ in states])
     else:
         params_S = batching.stack([_init(jax.random.key(s), run.model_cfg) for s in cfg.seeds])
         opt_S = jax.jit(jax.vmap(optimizer.init))(params_S)
     params_S, opt_S = jax.device_put((params_S, opt_S), NamedSharding(run.mesh, PartitionSpec()))
-    return params_S, opt_S, start
+    return run._replace(optimizer=optimizer), params_S, opt_S, start
 
 
 def _loop(run: _Run, out: str, params_S, opt_S, start: int, progress: bool) -> dict:
-    """Steps ``start … cfg.steps − 1``: log, evaluate and checkpoint on schedule; the last logged values."""
+    """Steps ``start … cfg.steps − 1``: log, evaluate and checkpoint on schedule; the last logged values.
+    The first step whose training loss is not finite stops the run (:func:`_check_finite`) before its metrics
+    are written or a later checkpoint is saved."""
     cfg, model_cfg = run.cfg, run.model_cfg
     step_fn = _step_fn(cfg, model_cfg, run.optimizer, run.dtype, NamedSharding(run.mesh, PartitionSpec()))
     batch_sharding = NamedSharding(run.mesh, PartitionSpec(None, None, "data", None))
@@ -141,29 +152,33 @@ def _loop(run: _Run, out: str, params_S, opt_S, start: int, progress: bool) -> d
     rates = (len(cfg.seeds) * cfg.batch_size * cfg.context, None if peak is None else run.resolved["flops_per_token"] / (peak * run.n_dev))
     eval_kw = dict(batch_size=run.micro, context=cfg.context, max_batches=cfg.eval_batches or None, compute_dtype=run.dtype)
     last: dict = {}
+    bad_S = jnp.full((len(cfg.seeds),), -1, jnp.int32)
     if start == 0 and cfg.eval_every:
-        _write_rows(out, cfg.seeds, {"step": 0}, {"val_loss": _eval_losses(params_S, model_cfg, run.data.val, **eval_kw)})
+        run_dir.write_rows(out, cfg.seeds, {"step": 0}, {"val_loss": _eval_losses(params_S, model_cfg, run.data.val, **eval_kw)})
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train-lm {cfg.optimizer}", unit="step", disable=not progress)
     pending, clock = None, (time.perf_counter(), start)
     for k in range(start, cfg.steps):
         xy = jax.device_put(_batch(run.data.train, cfg, k), batch_sharding)
         params_S, opt_S, m = step_fn(params_S, opt_S, *xy)
         done = k + 1
+        bad_S = _first_bad(bad_S, m["loss"], done)
         if pending is not None:  # read step k-1's metrics while step k runs
+            _check_finite(out, cfg, pending["bad"])
             clock, pending = _flush(out, cfg, pending, *clock, *rates, last, bar), None
         is_eval = done == cfg.steps or (cfg.eval_every and done % cfg.eval_every == 0)
         is_ckpt = done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
         if done % cfg.log_every == 0 or done == cfg.steps:
             lr, aux_lr = np.asarray(lrs(k)).tolist()
-            pending = {"step": done, "metrics": m, "lr": lr, "aux_lr": aux_lr}
+            pending = {"step": done, "metrics": m, "lr": lr, "aux_lr": aux_lr, "bad": bad_S}
         if is_eval or is_ckpt:
+            _check_finite(out, cfg, bad_S, params_S if is_ckpt else None, done)
             extra = {"val_loss": _eval_losses(params_S, model_cfg, run.data.val, **eval_kw)} if is_eval else {}
             last.update(extra)
             if pending is not None:
                 _flush(out, cfg, pending, *clock, *rates, last, bar, extra)
                 pending = None
             elif extra:
-                _write_rows(out, cfg.seeds, {"step": done}, extra)
+                run_dir.write_rows(out, cfg.seeds, {"step": done}, extra)
             if is_ckpt:
                 _save(out, cfg, model_cfg, run.data.name, params_S, opt_S, done)
             clock = (time.perf_counter(), done)
@@ -217,14 +232,18 @@ def evaluate(params, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, *, batch_si
                               max_batches=max_batches, compute_dtype=compute_dtype)[0])
 
 
-def load(path: str) -> tuple[dict, gpt2.GPT2Config]:
+def load(path: str, *, allow_nonfinite: bool = False) -> tuple[dict, gpt2.GPT2Config]:
     """Params and config of a checkpoint: a Hugging Face ``GPT2LMHeadModel`` directory, a connect LM
     checkpoint ``…/ckpt/step-k``, a ``…/ckpt`` or ``…/seed-s`` directory (its newest checkpoint), or a
-    run directory with a single seed."""
+    run directory with a single seed. Its recorded ``model_config`` is typed and must give the arrays' shapes;
+    NaN or infinite weights are refused unless ``allow_nonfinite``."""
     from connect.lm import huggingface
 
     if huggingface.is_pretrained_dir(path):
-        return huggingface.load_pretrained(path)
+        params, cfg = huggingface.load_pretrained(path)
+        if not allow_nonfinite:
+            checkpoints.check_finite(path, params)
+        return params, cfg
     if not os.path.isdir(path):
         raise UserError(f"checkpoint {path} not found: pass a Hugging Face directory or a connect run's seed-S/ckpt/step-K")
     checkpoints.expect_family(path, "gpt2")
@@ -240,10 +259,10 @@ def load(path: str) -> tuple[dict, gpt2.GPT2Config]:
         if not steps:
             raise UserError(f"{path} holds no complete checkpoint: pass a directory written by `connect train-lm` or `save_pretrained`")
         path = checkpoints.step_dir(path, steps[-1])
-    params, meta = checkpoints.load_checkpoint(path)
-    if meta.get("model") != "gpt2" or not isinstance(meta.get("model_config"), dict):
-        raise UserError(f"checkpoint {path} is not a GPT-2 checkpoint (model {meta.get('model')!r}): pass one written by `connect train-lm`")
-    return params, gpt2.config(gpt2.GPT2Config(**meta["model_config"]))
+    params, meta = checkpoints.load_checkpoint(path, allow_nonfinite=allow_nonfinite)
+    cfg = gpt2.config(checkpoints.model_config(path, meta, gpt2.GPT2Config, "gpt2"))
+    checkpoints.check_shapes(path, params, jax.eval_shape(lambda: gpt2.init(jax.random.key(0), cfg)))
+    return params, cfg
 
 
 # --- plumbing -------------------------------------------------------------------------------------
@@ -315,19 +334,33 @@ def _flush(out, cfg, pending, t_last, step_last, tokens_per_step, mfu_per_token,
     mfu = None if mfu_per_token is None else rate * mfu_per_token
     row = {"step": step, "lr": pending["lr"], "aux_lr": pending["aux_lr"], "tokens_per_s": rate, "mfu": mfu}
     per_seed = {"loss": np.asarray(m["loss"]), "grad_norm": np.asarray(m["grad_norm"]), **(extra or {})}
-    _write_rows(out, cfg.seeds, row, per_seed)
+    run_dir.write_rows(out, cfg.seeds, row, per_seed)
     last.update(loss=per_seed["loss"], tokens_per_s=rate, mfu=mfu)
     bar.set_postfix(loss=f"{float(np.mean(per_seed['loss'])):.4f}", tok_s=f"{rate:.3g}")
     return now, step
 
 
-def _write_rows(out, seeds, shared: dict, per_seed: dict) -> None:
-    for i, s in enumerate(seeds):
-        row = {**shared, **{k: float(v[i]) for k, v in per_seed.items()}}
-        path = _metrics_path(out, s)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+@jax.jit
+def _first_bad(bad_S, loss_S, step):
+    """Per seed, the first step whose training loss is not finite (−1: none so far)."""
+    return jnp.where((bad_S < 0) & ~jnp.isfinite(loss_S), step, bad_S)
+
+
+@jax.jit
+def _finite(params_S):
+    """Per seed, whether every parameter is finite, shape ``(S,)``."""
+    return jnp.stack([jnp.isfinite(x.reshape(x.shape[0], -1)).all(axis=1) for x in jax.tree.leaves(params_S)]).all(axis=0)
+
+
+def _check_finite(out: str, cfg: TrainLMConfig, bad_S, params_S=None, step: int = 0) -> None:
+    """Raise :func:`connect.lm.run_dir.diverged` for the seed whose training loss stopped being finite first
+    (``bad_S`` from :func:`_first_bad`), else for one whose ``params_S`` after ``step`` are not finite."""
+    bad = np.asarray(bad_S)
+    if (bad >= 0).any():
+        i = int(np.argmin(np.where(bad >= 0, bad, np.iinfo(bad.dtype).max)))
+        raise run_dir.diverged(out, cfg, cfg.seeds[i], int(bad[i]))
+    if params_S is not None and not (finite := np.asarray(_finite(params_S))).all():
+        raise run_dir.diverged(out, cfg, cfg.seeds[int(np.argmin(finite))], step, "parameters")
 
 
 def _save(out, cfg, model_cfg, corpus_name, params_S, opt_S, step) -> None:
@@ -335,57 +368,6 @@ def _save(out, cfg, model_cfg, corpus_name, params_S, opt_S, step) -> None:
     for i, s in enumerate(cfg.seeds):
         meta = {"model": "gpt2", "model_config": model_cfg.to_dict(), "step": step, "seed": s,
                 "optimizer": cfg.optimizer, "weight_decay": cfg.weight_decay, "data": corpus_name, "config": cfg.to_dict()}
-        directory = _ckpt_dir(out, s)
+        directory = run_dir.ckpt_dir(out, s)
         checkpoints.save_train_state(checkpoints.step_dir(directory, step), batching.take(params_S, i), batching.take(opt_S, i), meta)
         checkpoints.prune(directory, cfg.keep_checkpoints)
-
-
-def _ckpt_dir(out: str, seed: int) -> str:
-    return os.path.join(out, f"seed-{seed}", "ckpt")
-
-
-def _metrics_path(out: str, seed: int) -> str:
-    return os.path.join(out, f"seed-{seed}", "metrics.jsonl")
-
-
-def _resume_step(out: str, seeds: Sequence[int]) -> int:
-    """The newest step with a complete checkpoint for every seed (0: none)."""
-    common = set.intersection(*(set(checkpoints.complete_steps(_ckpt_dir(out, s))) for s in seeds))
-    return max(common, default=0)
-
-
-def _truncate_metrics(path: str, step: int) -> None:
-    """Keep the lines of steps ≤ ``step`` (none when ``step`` is 0), so a resumed run logs no step twice."""
-    if not os.path.isfile(path):
-        return
-    kept = []
-    with open(path) as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill
-                continue
-            if step and row.get("step", step + 1) <= step:
-                kept.append(json.dumps(row) + "\n")
-    write_text_atomic(path, "".join(kept))
-
-
-def _claim_out(out: str, cfg: TrainLMConfig, resolved: dict) -> None:
-    """Write ``config.json`` (with the ``resolved`` facts), or check that the stored one matches ``cfg``."""
-    claim_directory(out, cfg.to_dict(), allowed=(), extra={"resolved": resolved})
-
-
-def _summary(out: str, cfg: TrainLMConfig, data: corpus.Corpus, n_dev: int, last: dict) -> dict:
-    """The last logged loss and val loss of every seed (read back from metrics.jsonl)."""
-    per_seed = {}
-    for s in cfg.seeds:
-        loss = val = None
-        with open(_metrics_path(out, s)) as f:
-            for line in f:
-                row = json.loads(line)
-                loss = row.get("loss", loss)
-                val = row.get("val_loss", val)
-        per_seed[s] = {"loss": loss, "val_loss": val}
-    return {"out": out, "steps": cfg.steps, "seeds": per_seed, "corpus": data.name,
-            "unigram_entropy": corpus.unigram_entropy(data.val), "n_devices": n_dev,
-            "tokens_per_s": last.get("tokens_per_s"), "mfu": last.get("mfu")}

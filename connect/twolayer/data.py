@@ -88,30 +88,23 @@ def load_npz(path: str, task: str = "regression", seed: int = 0, test_fraction: 
     """A user's arrays: an ``.npz`` with ``X`` (n, d) and ``y`` (n,), optionally ``X_test``/``y_test``.
 
     Without a test split, a seeded random ``test_fraction`` of the rows is held out.
-    ``allow_pickle`` stays off: object arrays are refused.
+    ``allow_pickle`` stays off: object arrays are refused. Only these four arrays are read; any malformed
+    file or array is a one-line :class:`UserError` naming the file and the fix.
     """
-    if not os.path.isfile(path):
-        raise UserError(f"data file {path} not found: pass an .npz with arrays X (n, d) and y (n,)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # zip or format errors
-        raise UserError(f"data file {path} is not a readable .npz ({e}): save it with numpy.savez(path, X=X, y=y)") from None
-    missing = [k for k in ("X", "y") if k not in arrays]
-    if missing:
-        raise UserError(f"data file {path} lacks {' and '.join(missing)} (has {sorted(arrays)}): save it with numpy.savez(path, X=X, y=y)")
+    arrays = _read_npz(path)
     x, y = _checked_xy(path, arrays["X"], arrays["y"], "X", "y")
     if task == "classification":
         labels = np.unique(y)
         if not set(labels.tolist()) <= {-1.0, 1.0, 0.0}:
-            raise UserError(f"data file {path}: classification labels must be ±1 (or 0/1), found {labels[:5]}")
+            raise UserError(f"data file {path}: classification labels must be ±1 (or 0/1), found {labels[:5].tolist()}: "
+                            "relabel y, or use the regression task")
         y = np.where(y > 0, 1.0, -1.0).astype(np.float32)
     if "X_test" in arrays or "y_test" in arrays:
         if "X_test" not in arrays or "y_test" not in arrays:
             raise UserError(f"data file {path} has only one of X_test/y_test: give both or neither")
         x_te, y_te = _checked_xy(path, arrays["X_test"], arrays["y_test"], "X_test", "y_test")
         if x_te.shape[1] != x.shape[1]:
-            raise UserError(f"data file {path}: X_test has {x_te.shape[1]} features but X has {x.shape[1]}")
+            raise UserError(f"data file {path}: X_test has {x_te.shape[1]} features but X has {x.shape[1]}: give both as many columns")
         if task == "classification":
             y_te = np.where(y_te > 0, 1.0, -1.0).astype(np.float32)
         return Dataset(jnp.asarray(x), jnp.asarray(y), jnp.asarray(x_te), jnp.asarray(y_te), task)
@@ -125,17 +118,56 @@ def load_npz(path: str, task: str = "regression", seed: int = 0, test_fraction: 
     return Dataset(jnp.asarray(x[tr]), jnp.asarray(y[tr]), jnp.asarray(x[te]), jnp.asarray(y[te]), task)
 
 
+#: The arrays :func:`load_npz` reads from a user's ``.npz``; other members are left unread.
+_NPZ_KEYS = ("X", "y", "X_test", "y_test")
+_NPZ_FIX = "save it with numpy.savez(path, X=X, y=y)"
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """The arrays of :data:`_NPZ_KEYS` in the ``.npz`` file ``path`` (``X`` and ``y`` present, each an array)."""
+    if not os.path.isfile(path):
+        raise UserError(f"data file {path} not found: pass an .npz with arrays X (n, d) and y (n,)")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if not magic.startswith((b"PK", b"\x93NUMPY")):  # numpy would call anything else a pickle
+            raise UserError(f"data file {path} is not a readable .npz (no zip signature at its start): {_NPZ_FIX}")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy: one unnamed array
+            raise UserError(f"data file {path} holds a single {type(loaded).__name__} (an .npy), not named arrays: {_NPZ_FIX}")
+        with loaded as z:
+            names = list(z.files)
+            arrays = {k: z[k] for k in _NPZ_KEYS if k in names}
+    except UserError:
+        raise
+    except Exception as e:  # zip, format, dtype and memory errors
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"data file {path} is not a readable .npz ({why}): {_NPZ_FIX}") from None
+    missing = [k for k in ("X", "y") if k not in arrays]
+    if missing:
+        shown = sorted(names)[:8] + (["…"] if len(names) > 8 else [])
+        raise UserError(f"data file {path} lacks {' and '.join(missing)} (has {shown}): {_NPZ_FIX}")
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):
+            raise UserError(f"data file {path}: member {key} is not an .npy array: {_NPZ_FIX}")
+    return arrays
+
+
 def _checked_xy(path: str, x: np.ndarray, y: np.ndarray, xn: str, yn: str) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` (n, d) and ``y`` (n,) as float32 after checking dtypes, shapes and that every value is finite in float32."""
     if x.dtype.kind not in "fiu" or y.dtype.kind not in "fiub":
-        raise UserError(f"data file {path}: {xn} and {yn} must be numeric, got {x.dtype} and {y.dtype}")
-    if x.ndim != 2:
-        raise UserError(f"data file {path}: {xn} must be 2-D (n, d), got shape {x.shape}")
+        raise UserError(f"data file {path}: {xn} and {yn} must be numeric, got {x.dtype} and {y.dtype}: {_NPZ_FIX} with real numbers")
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise UserError(f"data file {path}: {xn} must be 2-D (n, d) with d ≥ 1, got shape {x.shape}: {_NPZ_FIX}")
     y = y.reshape(-1) if y.ndim == 2 and 1 in y.shape else y
     if y.ndim != 1 or len(y) != len(x):
-        raise UserError(f"data file {path}: {yn} must have shape ({len(x)},), got {y.shape}")
+        raise UserError(f"data file {path}: {yn} must have shape ({len(x)},), got {y.shape}: give one target per row of {xn}")
     if len(x) < 2:
-        raise UserError(f"data file {path}: {xn} has {len(x)} rows, need at least 2")
-    for name, arr in ((xn, x), (yn, y)):
+        raise UserError(f"data file {path}: {xn} has {len(x)} rows, need at least 2: add rows")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+        x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    for name, arr in ((xn, x32), (yn, y32)):
         if not np.all(np.isfinite(arr)):
-            raise UserError(f"data file {path}: {name} contains NaN or inf values: clean or drop those rows")
-    return x.astype(np.float32), y.astype(np.float32)
+            raise UserError(f"data file {path}: {name} contains NaN or inf values (or values beyond float32's range): "
+                            "clean or drop those rows")
+    return x32, y32

@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from connect import barrier, checkpoints, optimizers, paths, schedules
 from connect.errors import UserError
-from connect.io import claim_directory, write_json_atomic
+from connect.io import check_directory, claim_directory, run_lock, write_json_atomic
 from connect.lm import corpus, lora, tasks
 from connect.lm import paths as lm_paths
 from connect.lm import training as lm_training
@@ -83,11 +83,44 @@ def load_pretrained(paths_: Sequence[str]) -> list[Pretrained]:
     return out
 
 
-def run(cfg: FinetuneConfig, out: str, *, progress: bool = True) -> dict:
+def run(cfg: FinetuneConfig, out: str, *, progress: bool = True, finish=None) -> dict:
     """Finetune every point of ``cfg`` not yet in ``out`` and write ``summary.json`` (see the module docstring);
-    returns the summary. Draws nothing: :func:`connect.studies.finetune.plots.plot` draws the figures from ``out``."""
+    returns the summary. Every input — the config (a seed, method, learning rate, data size or pretrained
+    checkpoint given twice is refused), the study directory, the checkpoints, corpora and tasks — is checked
+    before anything is written; then ``out`` is written holding :func:`connect.io.run_lock`, and ``finish(out)``
+    (the figures, :func:`connect.studies.finetune.plots.plot`) runs last under it."""
+    models, val, second, made = _check(cfg, out)
+    with run_lock(out):
+        _claim_out(out, cfg)
+        bar = tqdm(_grid(cfg, models), desc="finetune", unit="point", disable=not progress)
+        baselines: dict = {}
+        for m, task_name, n_train, method, lr, seed in bar:
+            pid = point_id(m.label, task_name, n_train, method, lr, seed)
+            path = os.path.join(out, "points", pid + ".json")
+            if _is_done(path):
+                continue
+            bar.set_postfix_str(pid)
+            task, key = made[(task_name, n_train)], (m.label, task_name, n_train)
+            if key not in baselines:
+                baselines[key] = _baseline(m, task, cfg, val, second)
+            result = finetune_point(m, task, method, lr, seed, cfg, val, second, baselines[key])
+            write_json_atomic(path, {"id": pid, "pretrained": m.label, "pretrained_path": m.path, "pretraining_optimizer": m.optimizer,
+                                     "task": task_name, "n_train": n_train, "method": method, "lr": lr, "seed": seed,
+                                     **result, "done": True})
+        bar.close()
+        summary = summarize(load_points(out))
+        write_json_atomic(os.path.join(out, "summary.json"), summary)
+        if finish is not None:
+            finish(out)
+    return summary
+
+
+def _check(cfg: FinetuneConfig, out: str):
+    """``(models, val tokens, second corpus's val tokens or None, {(task, n_train): Task})`` after checking every
+    input of :func:`run` (writes nothing)."""
     cfg.validate()
-    _claim_out(out, cfg)
+    _check_distinct(cfg)
+    check_directory(out, cfg.to_dict(), ignore=GRID_FIELDS)
     models = load_pretrained(cfg.pretrained)
     val = corpus.load(cfg.corpus or None, val_fraction=cfg.val_fraction).val
     second = corpus.load(cfg.second_corpus, val_fraction=cfg.val_fraction).val if cfg.second_corpus else None
@@ -95,27 +128,32 @@ def run(cfg: FinetuneConfig, out: str, *, progress: bool = True) -> dict:
         if cfg.context > m.model_cfg.n_positions:
             raise UserError(f"context {cfg.context} exceeds {m.label}'s n_positions={m.model_cfg.n_positions}: use --context {m.model_cfg.n_positions} or less")
     grid = _grid(cfg, models)
-    bar = tqdm(grid, desc="finetune", unit="point", disable=not progress)
-    baselines: dict = {}
-    for m, task_name, n_train, method, lr, seed in bar:
-        pid = point_id(m.label, task_name, n_train, method, lr, seed)
-        path = os.path.join(out, "points", pid + ".json")
-        if _is_done(path):
-            continue
-        bar.set_postfix_str(pid)
-        task = tasks.make(task_name, seed=cfg.task_seed, n_train=n_train, n_heldout=cfg.n_heldout)
-        key = (m.label, task_name, n_train)
-        if key not in baselines:
-            baselines[key] = _baseline(m, task, cfg, val, second)
-        result = finetune_point(m, task, method, lr, seed, cfg, val, second, baselines[key])
-        write_json_atomic(path, {"id": pid, "pretrained": m.label, "pretrained_path": m.path, "pretraining_optimizer": m.optimizer,
-                                 "task": task_name, "n_train": n_train, "method": method, "lr": lr, "seed": seed,
-                                 **result, "done": True})
-    bar.close()
-    points = load_points(out)
-    summary = summarize(points)
-    write_json_atomic(os.path.join(out, "summary.json"), summary)
-    return summary
+    made = {}
+    for _, task_name, n_train, *_ in grid:
+        if (task_name, n_train) not in made:
+            made[task_name, n_train] = task = tasks.make(task_name, seed=cfg.task_seed, n_train=n_train, n_heldout=cfg.n_heldout)
+            for examples in (task.train, task.heldout):  # an example longer than context fails now
+                tasks.encode(examples, cfg.context)
+    if any(method_optimizer(method, cfg.lora_optimizer)[1] for *_, method, _, _ in grid):
+        for m in models:  # the adapters' shapes only: a rank too large fails now
+            jax.eval_shape(lambda p: lora.init(jax.random.key(0), p, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets).adapters, m.params)
+    return models, val, second, made
+
+
+def _check_distinct(cfg: FinetuneConfig) -> None:
+    """A value listed twice would run a point twice or merge two into one file: refused in one line."""
+    real = [os.path.realpath(p) for p in cfg.pretrained]
+    for i, p in enumerate(real):
+        if p in real[:i]:
+            first = cfg.pretrained[real.index(p)]
+            same = "" if first == cfg.pretrained[i] else f" (as {first} and {cfg.pretrained[i]})"
+            raise UserError(f"--pretrained lists {first} twice{same}: give each checkpoint once")
+    lists = {"seeds": cfg.seeds, "methods": cfg.methods, "data-sizes": cfg.data_sizes, "size-tasks": cfg.size_tasks,
+             **{f"lrs.{m}": cfg.lr_grid(m) for m in cfg.methods}}
+    for name, values in lists.items():
+        twice = [v for i, v in enumerate(values) if v in values[:i]]
+        if twice:
+            raise UserError(f"{name} lists {twice[0]} twice: give each once")
 
 
 def point_id(label: str, task: str, n_train: int, method: str, lr: float, seed: int) -> str:

@@ -114,6 +114,7 @@ class PathsConfig:
     plane: bool = _f(False, "also the loss plane through A, B and each learned bend")
     plane_points: int = _f(11, "plane grid points per axis")
     seed: int = _f(0, "seed of path learning")
+    allow_nonfinite: bool = _f(False, "read checkpoints whose weights hold NaN or inf (refused by default)")
 
     def validate(self) -> PathsConfig:
         """Raise :class:`UserError` naming the first impossible value."""

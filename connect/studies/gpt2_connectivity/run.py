@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from connect import barrier, optimizers
 from connect.errors import UserError
-from connect.io import claim_directory, write_json_atomic
+from connect.io import check_directory, claim_directory, run_lock, write_json_atomic
 from connect.lm import alignment as align_gpt2
 from connect.lm import corpus, planes
 from connect.lm import paths as lm_paths
@@ -157,22 +157,52 @@ def _spectra_record(spec: dict, matrix: str) -> dict:
 # --- the study --------------------------------------------------------------------------------------
 
 
-def run(cfg: StudyConfig, out: str, *, progress: bool = True) -> dict:
-    """Train (or reuse) the seeds, measure every pair not yet on disk, write ``OUT/results.json``, the
-    tables and the figures; returns the results (see the module docstring)."""
+def run(cfg: StudyConfig, out: str, *, progress: bool = True, finish=None) -> dict:
+    """Train (or reuse) the seeds, measure every pair not yet on disk, write ``OUT/results.json``; returns the
+    results (see the module docstring). Every input — the config, the study directory, each optimizer's
+    training run (:func:`connect.lm.training.check`), the corpus and the out-of-distribution corpus — is
+    checked before anything is written or trained; then ``out`` is written holding :func:`connect.io.run_lock`,
+    and ``finish(out)`` (the tables and figures) runs last under it."""
+    train_cfgs, data, ood_name, ood_tokens = _check(cfg, out)
+    with run_lock(out):
+        _claim(out, cfg)
+        for opt, tcfg in train_cfgs.items():
+            if progress:
+                print(f"training {cfg.seeds} {opt} seeds into {os.path.join(out, 'train', opt)}", file=sys.stderr)
+            lm_training.train(tcfg, os.path.join(out, "train", opt), progress=progress)
+        records = _measure_pairs(cfg, out, train_cfgs, data, ood_tokens, progress)
+        results = {"corpus": data.name, "ood_corpus": ood_name or None, "spectra_matrix": cfg.spectra_matrix,
+                   "optimizers": cfg.optimizers, "pairs": records}
+        write_json_atomic(os.path.join(out, "results.json"), results)
+        if finish is not None:
+            finish(out)
+    return results
+
+
+def _check(cfg: StudyConfig, out: str):
+    """``(train configs by optimizer, corpus, OOD name, OOD tokens)`` after checking every input of :func:`run`
+    (writes nothing)."""
     cfg.validate()
-    _claim(out, cfg)
+    check_directory(out, cfg.to_dict(), filename="study.json", allowed=("train",))
     train_cfgs = {opt: cfg.train_config(opt) for opt in cfg.optimizers}
-    for opt, tcfg in train_cfgs.items():
-        if progress:
-            print(f"training {cfg.seeds} {opt} seeds into {os.path.join(out, 'train', opt)}", file=sys.stderr)
-        lm_training.train(tcfg, os.path.join(out, "train", opt), progress=progress)
-    first = train_cfgs[cfg.optimizers[0]]
-    data = corpus.load(first.data or None, tokenizer=first.tokenizer or None, val_fraction=first.val_fraction)
-    ood_name, ood_tokens = load_ood(cfg.ood_data, data, tokenizer=first.tokenizer, val_fraction=first.val_fraction)
-    todo = pairs(cfg)
-    planes_left = {}
-    bar = tqdm(todo, desc="study gpt2 pairs", unit="pair", disable=not progress)
+    checked = {opt: lm_training.check(tcfg, os.path.join(out, "train", opt)) for opt, tcfg in train_cfgs.items()}
+    first = checked[cfg.optimizers[0]]
+    other = [opt for opt, c in checked.items() if c.model_cfg != first.model_cfg]
+    if other:
+        raise UserError(f"{other[0]} trains another architecture than {cfg.optimizers[0]} (train_by changes the model): "
+                        "pairs need one architecture; give every optimizer the same model settings")
+    gpt2.checked_matrix_names(first.model_cfg, [cfg.spectra_matrix])
+    ood_name, ood_tokens = load_ood(cfg.ood_data, first.data, tokenizer=first.cfg.tokenizer, val_fraction=first.cfg.val_fraction)
+    if ood_tokens is not None:
+        corpus.check_windows(ood_tokens, 1, first.cfg.context)
+    return train_cfgs, first.data, ood_name, ood_tokens
+
+
+def _measure_pairs(cfg: StudyConfig, out: str, train_cfgs: dict, data: corpus.Corpus, ood_tokens, progress: bool) -> list[dict]:
+    """The record of every pair of :func:`pairs`: read from ``OUT/pairs/`` if measured before, else measured
+    (:func:`measure_pair`) and written there."""
+    planes_left: dict = {}
+    bar = tqdm(pairs(cfg), desc="study gpt2 pairs", unit="pair", disable=not progress)
     records = []
     for pair in bar:
         opt_a, seed_a, opt_b, seed_b = pair
@@ -198,10 +228,7 @@ def run(cfg: StudyConfig, out: str, *, progress: bool = True) -> dict:
         write_json_atomic(path, rec)
         records.append(rec)
     bar.close()
-    results = {"corpus": data.name, "ood_corpus": ood_name or None, "spectra_matrix": cfg.spectra_matrix,
-               "optimizers": cfg.optimizers, "pairs": records}
-    write_json_atomic(os.path.join(out, "results.json"), results)
-    return results
+    return records
 
 
 def _claim(out: str, cfg: StudyConfig) -> None:

@@ -11,6 +11,7 @@ Run directory layout::
     RUN/pairs/w0008.json        every measured pair of one width, curves included
     RUN/results.json|.csv       one row per pair × path × alignment (csv: scalars only)
     RUN/figures/*.png|.pdf      drawn from results.json by connect.studies.width_sweep.plots
+    RUN/.lock, RUN/.lock.pid    the one-writer lock and its holder's pid (connect.io.run_lock)
 
 Resuming: each (width, optimizer) group of checkpoints and each width's pair file is
 written atomically and skipped when present, so a killed sweep rerun with the same
@@ -31,6 +32,7 @@ import io
 import itertools
 import json
 import os
+import zipfile
 
 import jax
 import numpy as np
@@ -38,7 +40,7 @@ from tqdm import tqdm
 
 from connect import batching, checkpoints, optimizers
 from connect.errors import UserError
-from connect.io import claim_directory, write_json_atomic, write_text_atomic
+from connect.io import check_directory, claim_directory, run_lock, write_atomic, write_json_atomic, write_text_atomic
 from connect.models import relu
 from connect.studies.width_sweep.config import WidthSweepConfig
 from connect.twolayer import data, losses, measure, training
@@ -58,12 +60,26 @@ def checkpoint_name(width: int, opt: str, seed: int) -> str:
     return f"w{width:04d}_{opt}_s{seed}"
 
 
-def run(cfg: WidthSweepConfig, run_dir: str, progress: bool = True) -> list[dict]:
-    """Run (or resume) the sweep into ``run_dir``; returns the result rows (figures: :mod:`connect.studies.width_sweep.plots`)."""
+def run(cfg: WidthSweepConfig, run_dir: str, progress: bool = True, finish=None) -> list[dict]:
+    """Run (or resume) the sweep into ``run_dir``; returns the result rows (figures: :mod:`connect.studies.width_sweep.plots`).
+
+    Every input (config, data, the run directory) is checked before anything is written; then ``run_dir`` is
+    written holding :func:`connect.io.run_lock`, and ``finish(run_dir)`` (e.g. the figures) runs last under it."""
     cfg.validate()
     dataset = data.make(cfg.data_config())
-    claim_directory(run_dir, cfg.to_dict(), allowed=())
-    _write_data(run_dir, dataset)
+    check_directory(run_dir, cfg.to_dict(), allowed=(), flag="--run-dir")
+    _check_data(run_dir, dataset)
+    with run_lock(run_dir):
+        claim_directory(run_dir, cfg.to_dict(), allowed=(), flag="--run-dir")
+        _write_data(run_dir, dataset)
+        rows = _sweep(cfg, dataset, run_dir, progress)
+        if finish is not None:
+            finish(run_dir)
+    return rows
+
+
+def _sweep(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, progress: bool) -> list[dict]:
+    """Train and measure every width not finished yet; write and return the result rows."""
     bar = tqdm(total=len(cfg.widths) * (len(cfg.optimizers) + 1), desc="width sweep", disable=not progress, unit="stage")
     for width in cfg.widths:
         if _has_pairs(run_dir, width):  # this width is finished
@@ -86,21 +102,31 @@ def run(cfg: WidthSweepConfig, run_dir: str, progress: bool = True) -> list[dict
 def _write_data(run_dir: str, dataset: data.Dataset) -> None:
     """``RUN/data.npz`` (:data:`DATA_FILE`), once: ``X``, ``y``, ``X_test``, ``y_test`` as trained on (float32;
     :func:`connect.twolayer.data.load_npz` reads it back). A rerun whose data differ (a user's file changed) is refused."""
-    arrays = {k: np.asarray(v, dtype=np.float32) for k, v in
-              (("X", dataset.x_train), ("y", dataset.y_train), ("X_test", dataset.x_test), ("y_test", dataset.y_test))}
+    if not _check_data(run_dir, dataset):
+        write_atomic(os.path.join(run_dir, DATA_FILE), lambda f: np.savez(f, **_arrays(dataset)), binary=True)
+
+
+def _arrays(dataset: data.Dataset) -> dict:
+    return {k: np.asarray(v, dtype=np.float32) for k, v in
+            (("X", dataset.x_train), ("y", dataset.y_train), ("X_test", dataset.x_test), ("y_test", dataset.y_test))}
+
+
+def _check_data(run_dir: str, dataset: data.Dataset) -> bool:
+    """Whether ``RUN/data.npz`` exists; a UserError if it holds other data than ``dataset`` (writes nothing)."""
     path = os.path.join(run_dir, DATA_FILE)
-    if os.path.isfile(path):
+    if not os.path.isfile(path):
+        return False
+    arrays = _arrays(dataset)
+    try:
         with np.load(path, allow_pickle=False) as z:
             stored = {k: z[k] for k in z.files}
-        if stored.keys() != arrays.keys() or any(stored[k].shape != v.shape or not np.allclose(stored[k], v, rtol=1e-5, atol=1e-6)
-                                                 for k, v in arrays.items()):
-            raise UserError(f"{path} holds other data than the run's configuration gives now (was the data file changed?): "
-                            "restore it, or pass a new --run-dir")
-        return
-    tmp = os.path.join(run_dir, ".tmp-" + DATA_FILE)
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)  # a complete file or none
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path} is unreadable ({e}): pass a new --run-dir") from None
+    if stored.keys() != arrays.keys() or any(stored[k].shape != v.shape or not np.allclose(stored[k], v, rtol=1e-5, atol=1e-6)
+                                             for k, v in arrays.items()):
+        raise UserError(f"{path} holds other data than the run's configuration gives now (was the data file changed?): "
+                        "restore it, or pass a new --run-dir")
+    return True
 
 
 def trained(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: int, opt: str) -> dict:
