@@ -31,7 +31,9 @@ SUMMARIES = ("spectral_norm", "stable_rank", "condition_number", "effective_rank
 
 def singular_values(w_MxN: jax.Array) -> jax.Array:
     """All singular values, descending, shape ``(min(M, N),)``."""
-    return jnp.linalg.svd(w_MxN, compute_uv=False)
+    # full_matrices=False: with the default True, XLA CPU (jax 0.10) allocates the (M, M) factor it then drops —
+    # 10 GB for a 50257 × 768 embedding; the singular values are bit-identical either way
+    return jnp.linalg.svd(w_MxN, compute_uv=False, full_matrices=False)
 
 
 def stable_rank(s_R: jax.Array) -> jax.Array:
