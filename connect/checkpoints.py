@@ -60,11 +60,13 @@ def save_checkpoint(path: str, params: dict, metadata: dict, *, export_arrays: b
 
 def _save(path: str, trees: dict, metadata: dict, export_arrays: bool = False) -> None:
     """Write the orbax ``trees`` (name -> pytree) into a fresh ``path``, then the metadata, then the digest."""
+    if jax.process_index() != 0:  # orbax writes numpy arrays on process 0 only; there it waits at no other process's barrier
+        raise UserError(f"{path}: a jax.distributed run saves checkpoints on process 0 only, not on process {jax.process_index()}")
     if os.path.exists(path):
         shutil.rmtree(path)
     os.makedirs(path)
     host = {name: jax.tree.map(np.asarray, jax.device_get(tree)) for name, tree in trees.items()}
-    with ocp.StandardCheckpointer() as ckptr:
+    with ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(0, {0})) as ckptr:
         for name, tree in host.items():
             ckptr.save(os.path.join(path, name), tree)
         ckptr.wait_until_finished()
@@ -170,7 +172,7 @@ def _restore(path: str, tree: str, digest: dict | None) -> dict:
                if not os.path.isfile(os.path.join(path, rel)) or _file_sha256(os.path.join(path, rel)) != sha]
     what = "unreadable parameters" if tree == "params" else "an unreadable optimizer state"
     try:
-        with _quiet(), ocp.StandardCheckpointer() as ckptr:
+        with _quiet(), ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(me := jax.process_index(), {me})) as ckptr:
             restored = jax.tree.map(np.asarray, ckptr.restore(os.path.join(os.path.abspath(path), tree)))
     except Exception as e:  # orbax raises many types for damaged trees
         m = _ORBAX_ARRAY.search(_shown(e, 300))

@@ -101,7 +101,8 @@ def path_losses(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, tokens: np.ndarr
 
     ``t_chunk`` points are evaluated together under ``vmap`` (default: 1 on CPU, where batching does
     not pay; on accelerators all T, or as many as keep the chunk's float32 logits within
-    :data:`LOGITS_BUDGET_BYTES`); ``mesh`` shards the data batch over its ``data`` axis.
+    :data:`LOGITS_BUDGET_BYTES`); ``mesh`` shards the data batch over its ``data`` axis (a mesh may span the processes of
+    a ``jax.distributed`` run: every process passes the same arguments and gets the same losses).
     """
     ts_T = check_grid(ts_T)
     _check_eval(model_cfg, batch_size, context, mesh)
@@ -220,7 +221,13 @@ def _ensemble_nll(model_cfg, dtype_name, members_M, x_BxT, y_BxT, w_B) -> jax.Ar
 
 
 def _replicate(tree, mesh: Mesh | None):
-    return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    return tree if mesh is None else _put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def _put(tree, sharding: NamedSharding):
+    """``jax.device_put(tree, sharding)`` of arrays every process holds whole and equal (each device takes its part),
+    without device_put's check across processes (an all-gather, waited for, of every array at every call)."""
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x, x.shape), tree)
 
 
 def _over_data(fn, tokens, batch_size: int, context: int, max_batches: int | None, mesh: Mesh | None) -> np.ndarray:
@@ -233,7 +240,7 @@ def _over_data(fn, tokens, batch_size: int, context: int, max_batches: int | Non
         w_B = (np.arange(batch_size) < rows).astype(np.float32)
         pad = ((0, batch_size - rows), (0, 0))
         args = (np.pad(x_BxT, pad), np.pad(y_BxT, pad), w_B)
-        sums.append(fn(*(args if sharding is None else jax.device_put(args, sharding))))  # dispatched asynchronously
+        sums.append(fn(*(args if sharding is None else _put(args, sharding))))  # dispatched asynchronously
         n_tokens += rows * context
     return np.sum(np.stack([np.asarray(s, np.float64) for s in jax.device_get(sums)]), axis=0) / n_tokens
 
@@ -271,7 +278,7 @@ def learn_path(theta_a, theta_b, kind: str, model_cfg: gpt2.GPT2Config, data, *,
 
     def batch_fn(k):
         xy = tuple(jnp.asarray(a) for a in corpus.batch(tokens, seed, k, batch_size, context))
-        return xy if sharding is None else jax.device_put(xy, sharding)
+        return xy if sharding is None else _put(xy, sharding)
 
     loss_fn = _batch_loss(model_cfg, jnp.dtype(compute_dtype).name)
     nodes_K, obj = paths.fit(kind, theta_a, theta_b, loss_fn, optimizer, jax.random.key(seed), n_free=n_free, steps=steps,

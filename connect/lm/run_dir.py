@@ -7,6 +7,8 @@ Layout (see :mod:`connect.lm.training`)::
     OUT/seed-{s}/metrics.jsonl         one JSON line per logged step
     OUT/seed-{s}/ckpt/step-{k:08d}/    params + optimizer state + metadata.json (connect.checkpoints)
     OUT/.lock, OUT/.lock.pid           the one-writer lock and its holder's pid (connect.io.run_lock)
+
+In a ``jax.distributed`` run only process 0 writes ``OUT`` (:func:`writes`); the others compute the same steps.
 """
 
 from __future__ import annotations
@@ -17,10 +19,17 @@ import os
 import shutil
 from typing import Sequence
 
+import jax
+
 from connect import checkpoints
 from connect.errors import UserError
 from connect.io import HOLDER_FILE, LOCK_FILE, check_directory, claim_directory, run_lock, write_text_atomic
 from connect.lm import corpus
+
+
+def writes() -> bool:
+    """Whether this process writes run directories: process 0 of a ``jax.distributed`` run, the only process otherwise."""
+    return jax.process_index() == 0
 
 
 def ckpt_dir(out: str, seed: int) -> str:
@@ -80,8 +89,8 @@ def diverged(out: str, cfg, seed: int, step: int, what: str = "training loss") -
 
 
 def write_rows(out: str, seeds: Sequence[int], shared: dict, per_seed: dict) -> None:
-    """Append one metrics line per seed: ``shared`` plus seed ``i``'s entry of every ``per_seed`` array."""
-    for i, s in enumerate(seeds):
+    """Append one metrics line per seed: ``shared`` plus seed ``i``'s entry of every ``per_seed`` array (process 0 only)."""
+    for i, s in enumerate(seeds if writes() else ()):
         row = {**shared, **{k: float(v[i]) for k, v in per_seed.items()}}
         path = metrics_path(out, s)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -112,10 +121,14 @@ def truncate_metrics(path: str, step: int) -> None:
 
 
 def summary(out: str, cfg, data: corpus.Corpus, n_dev: int, last: dict) -> dict:
-    """The last logged loss and val loss of every seed (read back from metrics.jsonl), the corpus's val
-    unigram entropy and the throughput of the last logged interval."""
+    """The last logged loss and val loss of every seed (read back from metrics.jsonl; on a process that writes
+    nothing, :func:`writes`, the last values it computed, ``last``), the corpus's val unigram entropy and the
+    throughput of the last logged interval."""
     per_seed = {}
-    for s in cfg.seeds:
+    for i, s in enumerate(cfg.seeds):
+        if not writes():
+            per_seed[s] = {k: float(last[k][i]) if k in last else None for k in ("loss", "val_loss")}
+            continue
         loss = val = None
         with open(metrics_path(out, s)) as f:
             for line in f:

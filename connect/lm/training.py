@@ -11,8 +11,10 @@ optimizer state; seed ``s`` has its own init (``jax.random.key(s)``) and its own
 sharded over all local devices (a 1-D ``jax.sharding.Mesh`` named ``data``) while params and
 optimizer state are replicated, so XLA inserts the gradient all-reduce. Master weights are float32;
 ``compute_dtype=bfloat16`` only changes the matmul operands (see :func:`connect.models.gpt2.apply`).
-Across hosts the same program runs after ``jax.distributed.initialize()`` (each process then sees
-the global ``jax.devices()`` and the mesh spans them all; every host must feed the same batches).
+Across hosts the same program runs after ``jax.distributed.initialize()``: each process sees the global
+``jax.devices()``, the mesh spans them all, every process builds the same batches (each device gets its rows)
+and starts from process 0's state (fresh or resumed from process 0's ``OUT``, broadcast); only process 0
+writes ``OUT`` (the lock, metrics, checkpoints), the others write nothing.
 
 Run directory::
 
@@ -33,6 +35,7 @@ fails before its first checkpoint leaves nothing it created.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -42,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
@@ -65,10 +69,11 @@ def train(cfg: TrainLMConfig, out: str, *, seeds: Sequence[int] | None = None, p
     if seeds is not None:
         cfg = dataclasses.replace(cfg, seeds=[int(s) for s in seeds])
     run = check(cfg, out, devices)
-    with run_dir.locked(out, cfg.seeds):
-        run_dir.claim(out, cfg, run.resolved)
+    with run_dir.locked(out, cfg.seeds) if run_dir.writes() else contextlib.nullcontext():
+        if run_dir.writes():
+            run_dir.claim(out, cfg, run.resolved)
         run, params_S, opt_S, start = _initial_state(run, out)
-        for s in cfg.seeds:
+        for s in cfg.seeds if run_dir.writes() else ():
             run_dir.truncate_metrics(run_dir.metrics_path(out, s), start)
         last = _loop(run, out, params_S, opt_S, start, progress)
     return run_dir.summary(out, cfg, run.data, run.n_dev, last)
@@ -124,7 +129,7 @@ _init = jax.jit(gpt2.init, static_argnums=1)
 
 def _initial_state(run: _Run, out: str):
     """``(run, params_S, opt_S, start)``: ``run`` with its optimizer, and the state fresh from the seeds or
-    resumed from the newest step every seed saved."""
+    resumed from the newest step every seed saved (process 0's, in a ``jax.distributed`` run)."""
     cfg = run.cfg
     params0 = _init(jax.random.key(cfg.seeds[0]), run.model_cfg)
     optimizer = make_optimizer(cfg, params0)
@@ -136,7 +141,10 @@ def _initial_state(run: _Run, out: str):
     else:
         params_S = batching.stack([_init(jax.random.key(s), run.model_cfg) for s in cfg.seeds])
         opt_S = jax.jit(jax.vmap(optimizer.init))(params_S)
-    params_S, opt_S = jax.device_put((params_S, opt_S), NamedSharding(run.mesh, PartitionSpec()))
+    if jax.process_count() > 1:  # every process of a jax.distributed run continues from process 0's state
+        start, params_S, opt_S = multihost_utils.broadcast_one_to_all((np.int32(start), params_S, opt_S))
+        start = int(start)
+    params_S, opt_S = _put((params_S, opt_S), NamedSharding(run.mesh, PartitionSpec()))
     return run._replace(optimizer=optimizer), params_S, opt_S, start
 
 
@@ -158,7 +166,7 @@ def _loop(run: _Run, out: str, params_S, opt_S, start: int, progress: bool) -> d
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train-lm {cfg.optimizer}", unit="step", disable=not progress)
     pending, clock = None, (time.perf_counter(), start)
     for k in range(start, cfg.steps):
-        xy = jax.device_put(_batch(run.data.train, cfg, k), batch_sharding)
+        xy = _put(_batch(run.data.train, cfg, k), batch_sharding)
         params_S, opt_S, m = step_fn(params_S, opt_S, *xy)
         done = k + 1
         bad_S = _first_bad(bad_S, m["loss"], done)
@@ -290,6 +298,12 @@ def _step_fn(cfg: TrainLMConfig, model_cfg, optimizer, dtype, replicated: NamedS
     return _STEP_FNS[key]
 
 
+def _put(tree, sharding: NamedSharding):
+    """``jax.device_put(tree, sharding)`` of arrays every process holds whole and equal (each device takes its part),
+    without device_put's check across processes (an all-gather, waited for, of every array at every call)."""
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x, x.shape), tree)
+
+
 def _schedules(cfg: TrainLMConfig):
     """``(lr, aux_lr)`` schedules, step -> learning rate."""
     make = lambda peak: schedules.make(cfg.schedule, peak, cfg.steps, cfg.warmup_frac, cfg.decay_frac, cfg.final_frac)
@@ -364,6 +378,8 @@ def _check_finite(out: str, cfg: TrainLMConfig, bad_S, params_S=None, step: int 
 
 
 def _save(out, cfg, model_cfg, corpus_name, params_S, opt_S, step) -> None:
+    if not run_dir.writes():
+        return
     params_S, opt_S = jax.device_get((params_S, opt_S))
     for i, s in enumerate(cfg.seeds):
         meta = {"model": "gpt2", "model_config": model_cfg.to_dict(), "step": step, "seed": s,
