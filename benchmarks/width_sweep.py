@@ -79,21 +79,46 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # --------------------------------------------------------------------------- timing
 
 
-def timed_group(fns: dict, repeats: int, min_time: float) -> tuple[dict, dict]:
+#: JAX's reports of tracing, lowering and XLA compilation (``jax.monitoring``), summed by :func:`_on_compile_event`.
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+_compile_s = [0.0]
+
+
+def _on_compile_event(event: str, duration: float, **_) -> None:
+    if event in _COMPILE_EVENTS:
+        _compile_s[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_compile_event)
+
+
+def timed_group(fns: dict, repeats: int, min_time: float, deadline: float | None = None) -> tuple[dict, dict]:
     """Time every callable of ``fns`` (one strategy each) fairly: first one warm-up call of
     each (traces and compiles), then rounds that call every strategy once in turn, until
     ``repeats`` rounds are done and the rounds took ``min_time`` seconds (at most 100 rounds).
     Interleaving keeps the ratios fair when other processes share the CPU.
 
+    ``deadline`` (a ``time.perf_counter()`` value) stops the rounds early: a round is not started
+    when it would end after the deadline, estimating each call by its last time (before the first
+    round, the warm-up's less the compilation JAX reported during it). Warm-ups always run. A
+    strategy left without a timed call reports its warm-up time as ``best_s`` (an upper bound)
+    and ``compile_s`` None.
+
     Returns ``(outputs, timings)`` by strategy; ``best_s`` is the minimum over the timed
-    calls (the figure reported), ``median_s`` the median."""
-    outs, first, times = {}, {}, {k: [] for k in fns}
+    calls (the figure reported), ``median_s`` the median, ``compile_events_s`` the tracing,
+    lowering and compilation JAX reported during the warm-up, ``cut`` whether the deadline
+    stopped the rounds before ``repeats``."""
+    outs, first, compiled, times = {}, {}, {}, {k: [] for k in fns}
     for k, fn in fns.items():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _compile_s[0]
         outs[k] = jax.block_until_ready(fn())
-        first[k] = time.perf_counter() - t0
+        first[k], compiled[k] = time.perf_counter() - t0, _compile_s[0] - c0
     start, rounds = time.perf_counter(), 0
     while rounds < repeats or (time.perf_counter() - start < min_time and rounds < 100):
+        est = sum(times[k][-1] if times[k] else max(first[k] - compiled[k], 0.0) for k in fns)
+        if deadline is not None and time.perf_counter() + est > deadline:
+            break
         for k, fn in fns.items():
             t0 = time.perf_counter()
             jax.block_until_ready(fn())
@@ -101,9 +126,10 @@ def timed_group(fns: dict, repeats: int, min_time: float) -> tuple[dict, dict]:
         rounds += 1
     timings = {}
     for k in fns:
-        best, med = min(times[k]), statistics.median(times[k])
-        timings[k] = {"best_s": best, "median_s": med, "first_call_s": first[k], "compile_s": max(0.0, first[k] - best),
-                      "calls": len(times[k]), "times_s": times[k]}
+        best, med = (min(times[k]), statistics.median(times[k])) if times[k] else (first[k], first[k])
+        timings[k] = {"best_s": best, "median_s": med, "first_call_s": first[k],
+                      "compile_s": max(0.0, first[k] - best) if times[k] else None, "compile_events_s": compiled[k],
+                      "calls": len(times[k]), "times_s": times[k], "cut": rounds < repeats}
     return outs, timings
 
 
@@ -177,7 +203,7 @@ def machine() -> dict:
 # --------------------------------------------------------------------------- 1. training
 
 
-def bench_train(ds, width, opt_name, seeds, steps, lam, timing):
+def bench_train(ds, width, opt_name, seeds, steps, lam, timing, strategies=TRAIN_STRATEGIES):
     # Built once and reused: init_fn, loss_fn and the optimizer are static arguments of the
     # jitted trainer, so new objects on every call would recompile every call.
     init_fn = functools.partial(relu.init, cfg=relu.ReluConfig(ds.d_in, width))
@@ -189,7 +215,7 @@ def bench_train(ds, width, opt_name, seeds, steps, lam, timing):
     opt = optimizers.make(opt_name, optimizers.spec(opt_name).default_lr, lam, relu.MUON_MATRICES)
     final_loss = jax.jit(jax.vmap(lambda p: loss_fn(p, ds.x_train, ds.y_train)))
     fns = {s: functools.partial(training.train, init_fn, loss_fn, opt, seeds, ds.x_train, ds.y_train, steps, s)
-           for s in TRAIN_STRATEGIES}
+           for s in strategies}  # "loop" must be among them: the ratios and differences are against it
     outs, timings = timed_group(fns, *timing)
     rows, params, finals = [], {}, {}
     for strategy, t in timings.items():
