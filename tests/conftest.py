@@ -24,3 +24,18 @@ jax.config.update("jax_enable_x64", False)
 
 # The CLI keeps a persistent compilation cache in ~/.cache; tests leave the user's home alone.
 os.environ["CONNECT_JAX_CACHE"] = ""
+
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def letters_corpus(tmp_path):
+    """A directory of 20 documents of 1000 random letters a–j: a text corpus for subprocess runs."""
+    rng = np.random.default_rng(1)
+    d = tmp_path / "corpus"
+    d.mkdir()
+    for i in range(20):
+        (d / f"doc{i:02d}.txt").write_bytes(bytes(rng.integers(97, 107, 1000, dtype=np.uint8)))
+    return str(d)

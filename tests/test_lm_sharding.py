@@ -10,8 +10,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
-
 SCRIPT = textwrap.dedent("""
     import json, sys
     import jax
@@ -39,20 +37,11 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _text_dir(tmp_path):
-    rng = np.random.default_rng(1)
-    d = tmp_path / "corpus"
-    d.mkdir()
-    for i in range(20):
-        (d / f"doc{i:02d}.txt").write_bytes(bytes(rng.integers(97, 107, 1000, dtype=np.uint8)))
-    return str(d)
-
-
-def test_eight_device_data_parallel_run_equals_one_device_run(tmp_path):
+def test_eight_device_data_parallel_run_equals_one_device_run(tmp_path, letters_corpus):
     env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
            "OPENBLAS_NUM_THREADS": "1", "CONNECT_JAX_CACHE": ""}
     root = os.path.join(os.path.dirname(__file__), "..")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, _text_dir(tmp_path), str(tmp_path)], env=env, cwd=root,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, letters_corpus, str(tmp_path)], env=env, cwd=root,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.split("RESULT", 1)[1])

@@ -87,15 +87,6 @@ WORKER = textwrap.dedent("""
 TIMEOUT_S = 100
 
 
-def _text_dir(tmp_path):
-    rng = np.random.default_rng(1)
-    d = tmp_path / "corpus"
-    d.mkdir()
-    for i in range(20):
-        (d / f"doc{i:02d}.txt").write_bytes(bytes(rng.integers(97, 107, 1000, dtype=np.uint8)))
-    return str(d)
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -136,10 +127,10 @@ def _metrics(path) -> list[dict]:
 
 @pytest.mark.skipif("jax_cpu_collectives_implementation" not in jax.config.values,
                     reason="this jax has no cross-process CPU collectives (no jax_cpu_collectives_implementation option)")
-def test_two_processes_train_and_evaluate_paths_as_one_process(tmp_path):
+def test_two_processes_train_and_evaluate_paths_as_one_process(tmp_path, letters_corpus):
     from connect.lm import training as lm_training
 
-    results = _run_all(tmp_path, _text_dir(tmp_path))
+    results = _run_all(tmp_path, letters_corpus)
 
     # (a) process 0 wrote the run directory, process 1 nothing; the resumed run equals the reference's
     assert (tmp_path / "run" / "config.json").is_file() and not (tmp_path / "run-p1").exists()
