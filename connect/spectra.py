@@ -129,12 +129,26 @@ def along_path(kind, nodes_K, ts_T, matrices_fn: Callable, *, constraint_sets: M
         raise ValueError("a path needs at least 2 nodes")
     sets = tuple(sorted((constraint_sets or {}).items()))
     ts_T = np.atleast_1d(np.asarray(ts_T, np.float32))
-    names = list(matrices_fn(jax.tree.map(lambda x: x[0], nodes_K)))  # the family's order (jit's dicts come back sorted)
+    names = _names(matrices_fn, nodes_K)
     per = jax.device_get(_along_program(kind, matrices_fn, sets, strategy)(nodes_K, jnp.asarray(ts_T)))
     per = {name: {k: np.asarray(v) for k, v in per[name].items()} for name in names}
     stats = list(SUMMARIES) + [f"{o}_rel" for o, _ in sets]
     return {"t": ts_T, "names": names, "matrices": per,
             "median": {k: np.asarray(v) for k, v in medians(per, stats).items()}}
+
+
+def _names(matrices_fn: Callable, nodes_K) -> list[str]:
+    """The matrices' names in the family's order, read while tracing (no arrays computed or moved; the dicts
+    that jit and eval_shape return come back sorted by key)."""
+    order: list[str] = []
+
+    def trace(nodes):
+        out = matrices_fn(jax.tree.map(lambda x: x[0], nodes))
+        order.extend(out)
+        return out
+
+    jax.eval_shape(trace, nodes_K)
+    return order
 
 
 @functools.lru_cache(maxsize=32)
