@@ -82,7 +82,7 @@ def _sweep(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, progress:
     """Train and measure every width not finished yet; write and return the result rows."""
     bar = tqdm(total=len(cfg.widths) * (len(cfg.optimizers) + 1), desc="width sweep", disable=not progress, unit="stage")
     for width in cfg.widths:
-        if _has_pairs(run_dir, width):  # this width is finished
+        if _stored_pairs(run_dir, width) is not None:  # this width is finished
             bar.update(len(cfg.optimizers) + 1)
             continue
         params = {}
@@ -223,24 +223,23 @@ def _pairs_path(run_dir: str, width: int) -> str:
     return os.path.join(run_dir, "pairs", f"w{width:04d}.json")
 
 
-def _has_pairs(run_dir: str, width: int) -> bool:
-    """Whether width ``width``'s pairs are measured and stored in the current schema (rows with a ``curve``;
-    a run directory of an older connect is remeasured from its checkpoints)."""
+def _stored_pairs(run_dir: str, width: int) -> list[dict] | None:
+    """Width ``width``'s rows if its pairs are measured and stored in the current schema (rows with a ``curve``),
+    else None (a run directory of an older connect is remeasured from its checkpoints)."""
     try:
         with open(_pairs_path(run_dir, width)) as f:
             rows = json.load(f)
     except (OSError, ValueError):
-        return False
-    return isinstance(rows, list) and all(isinstance(r, dict) and "curve" in r for r in rows)
+        return None
+    return rows if isinstance(rows, list) and all(isinstance(r, dict) and "curve" in r for r in rows) else None
 
 
 def measured(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: int, params: dict) -> list[dict]:
     """Rows of every pair × path × alignment at one width, from ``params[opt]`` (seeds stacked,
     as :func:`trained` returns them); loaded from ``pairs/`` if already saved."""
-    out_path = _pairs_path(run_dir, width)
-    if _has_pairs(run_dir, width):
-        with open(out_path) as f:
-            return json.load(f)
+    stored = _stored_pairs(run_dir, width)
+    if stored is not None:
+        return stored
     seeds = cfg.seed_list()
     pick = lambda opt, s: batching.take(params[opt], seeds.index(s))
     groups: dict[str, list] = {}
@@ -262,7 +261,7 @@ def measured(cfg: WidthSweepConfig, dataset: data.Dataset, run_dir: str, width: 
                 "same_optimizer": oa == ob, "path_optimizer": "" if m["path"] == "linear" else path_opt, **m,
             })
     rows.sort(key=_row_order(cfg))
-    write_json_atomic(out_path, rows)
+    write_json_atomic(_pairs_path(run_dir, width), rows)
     return rows
 
 
