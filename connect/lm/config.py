@@ -68,6 +68,7 @@ class TrainLMConfig:
     def validate(self) -> TrainLMConfig:
         """Raise :class:`UserError` naming the first impossible value."""
         from connect import schedules
+        from connect.models import gpt2
         from connect.optimizers import check_lm_name
 
         check_lm_name(self.optimizer)
@@ -89,8 +90,6 @@ class TrainLMConfig:
             (self.grad_accum >= 1, f"grad_accum must be ≥ 1, got {self.grad_accum}"),
             (self.batch_size % self.grad_accum == 0, f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}: make it a multiple"),
             (self.context >= 1, f"context must be ≥ 1, got {self.context}"),
-            (self.context <= model_cfg.n_positions,
-             f"context {self.context} is longer than the model's n_positions={model_cfg.n_positions}: use --context {model_cfg.n_positions} or less"),
             (min(self.eval_every, self.eval_batches, self.checkpoint_every) >= 0, "eval_every, eval_batches and checkpoint_every must be ≥ 0"),
             (self.keep_checkpoints >= 1, f"keep_checkpoints must be ≥ 1, got {self.keep_checkpoints}"),
             (self.log_every >= 1, f"log_every must be ≥ 1, got {self.log_every}"),
@@ -101,5 +100,6 @@ class TrainLMConfig:
         for ok, msg in checks:
             if not ok:
                 raise UserError(msg)
+        gpt2.check_context(model_cfg, self.context)
         schedules.make(self.schedule, self.lr, self.steps, self.warmup_frac, self.decay_frac, self.final_frac)
         return self

@@ -83,9 +83,7 @@ def check_grid(ts_T) -> np.ndarray:
 
 
 def _check_eval(model_cfg, batch_size: int, context: int, mesh: Mesh | None) -> None:
-    if context > model_cfg.n_positions:
-        raise UserError(f"context {context} is longer than the model's n_positions={model_cfg.n_positions}: "
-                        f"use a context of {model_cfg.n_positions} or less")
+    gpt2.check_context(model_cfg, context)
     n_dev = 1 if mesh is None else mesh.devices.size
     if batch_size % n_dev:
         raise UserError(f"batch_size {batch_size} is not divisible by the {n_dev} devices of the mesh: use a multiple of {n_dev}")

@@ -233,8 +233,7 @@ def evaluate(params, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, *, batch_si
              max_batches: int | None = None, compute_dtype=jnp.float32) -> float:
     """Mean next-token cross-entropy (nats) of ``params`` over the consecutive windows of ``tokens``
     (:func:`connect.lm.corpus.eval_batches`), each window weighted equally."""
-    if context > model_cfg.n_positions:
-        raise UserError(f"context {context} is longer than the model's n_positions={model_cfg.n_positions}: use --context {model_cfg.n_positions} or less")
+    gpt2.check_context(model_cfg, context)
     params_S = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
     return float(_eval_losses(params_S, model_cfg, tokens, batch_size=batch_size, context=context,
                               max_batches=max_batches, compute_dtype=compute_dtype)[0])

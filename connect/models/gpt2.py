@@ -99,6 +99,13 @@ def config(name_or_cfg: str | GPT2Config, **overrides) -> GPT2Config:
     return cfg
 
 
+def check_context(cfg: GPT2Config, context: int) -> None:
+    """A UserError when windows of ``context`` tokens do not fit ``cfg.n_positions`` (learned positions)."""
+    if context > cfg.n_positions:
+        raise UserError(f"context {context} is longer than the model's n_positions={cfg.n_positions}: "
+                        f"use --context {cfg.n_positions} or less")
+
+
 def init(key: jax.Array, cfg: GPT2Config) -> dict:
     """GPT-2 init (Radford et al. 2019, §2.3; as nanoGPT and Hugging Face).
 
