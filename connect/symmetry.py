@@ -24,76 +24,102 @@ from scipy.optimize import linear_sum_assignment
 
 @dataclasses.dataclass(frozen=True)
 class Permutation:
-    """One permutation symmetry: ``leaves`` maps a leaf path to ``(axis, fused)`` — the axis whose entries it
-    reorders and how many copies are fused along that axis (q | k | v: 3); ``block`` consecutive entries move
-    together (a head's ``d_head``); ``stacked``: the leaves carry a leading layer axis and every layer has its
-    own permutation. A leaf a model lacks (a ReLU network without bias) is skipped."""
+    """One permutation symmetry: ``leaves`` maps a leaf path to ``(axis, fused)`` or ``(axis, fused, block)`` — the
+    axis whose entries it reorders, how many copies are fused along that axis (q | k | v: 3) and, optionally, how
+    many consecutive entries one unit has on that leaf (default ``block``: a head's ``d_head``); ``stacked``: the
+    leaves carry a leading layer axis and every layer has its own permutation; ``groups``: the axis holds ``G``
+    consecutive groups of ``N`` units and the permutation, ``(G, N)`` (``(L, G, N)`` stacked), reorders units within
+    each group (grouped-query attention's query heads within their key/value group). Along an axis: fused copies
+    outermost, then groups, units, block entries. A leaf a model lacks (a ReLU network without bias) is skipped."""
 
-    leaves: Mapping[tuple[str, ...], tuple[int, int]]
+    leaves: Mapping[tuple[str, ...], tuple[int, ...]]
     block: int = 1
     stacked: bool = False
+    groups: int = 1
+
+    def leaf(self, path) -> tuple[int, int, int]:
+        """``(axis, fused, block)`` of the leaf at ``path``."""
+        axis, fused, *block = self.leaves[path]
+        return axis, fused, (block[0] if block else self.block)
 
 
 def spec(family_symmetry: Mapping[str, Mapping]) -> dict[str, Permutation]:
-    """:class:`Permutation` objects from a family's plain declaration (``relu.SYMMETRY``, ``gpt2.symmetry(cfg)``)."""
-    return {name: Permutation(dict(s["leaves"]), int(s.get("block", 1)), bool(s.get("stacked", False)))
+    """:class:`Permutation` objects from a family's plain declaration (``relu.SYMMETRY``, ``gpt2.symmetry(cfg)``), in
+    declaration order: :func:`match` and :func:`permute` take them in that order."""
+    return {name: Permutation(dict(s["leaves"]), int(s.get("block", 1)), bool(s.get("stacked", False)), int(s.get("groups", 1)))
             for name, s in family_symmetry.items()}
 
 
-def index(perm_N: np.ndarray, block: int = 1, fused: int = 1) -> np.ndarray:
-    """The entries of an axis of ``fused · N · block`` entries in permuted order: slot j takes unit
-    ``perm[j]`` (its ``block`` entries) in every fused copy."""
-    n = len(perm_N)
-    one = (np.asarray(perm_N)[:, None] * block + np.arange(block)[None, :]).ravel()
-    return np.concatenate([f * n * block + one for f in range(fused)])
+def index(perm, block: int = 1, fused: int = 1) -> np.ndarray:
+    """The entries of an axis of ``fused · G · N · block`` entries in permuted order: slot j of group g takes unit
+    ``perm[g, j]`` of that group (its ``block`` entries) in every fused copy; ``perm`` is ``(N,)`` (G = 1) or ``(G, N)``."""
+    perm_GxN = np.atleast_2d(np.asarray(perm))
+    g, n = perm_GxN.shape
+    one = (((np.arange(g)[:, None] * n + perm_GxN)[:, :, None] * block) + np.arange(block)).ravel()
+    return np.concatenate([f * g * n * block + one for f in range(fused)])
 
 
 def permute(params: dict, spec: Mapping[str, Permutation], perms: Mapping[str, np.ndarray]) -> dict:
-    """``params`` with every permutation of ``perms`` (``(N,)``, or ``(L, N)`` for a stacked one) applied to
-    its leaves: slot j receives unit ``perm[j]`` (numpy arrays, dtypes kept)."""
+    """``params`` with every permutation of ``perms`` (``(N,)`` or ``(G, N)``, with a leading ``L`` when stacked)
+    applied to its leaves in the spec's order: slot j receives unit ``perm[j]`` (numpy arrays, dtypes kept)."""
     out = _copy(params)
     for name, p in spec.items():
-        for path, (axis, fused) in p.leaves.items():
+        for path in p.leaves:
             x = _get(out, path)
             if x is None:
                 continue
+            axis, fused, block = p.leaf(path)
             if p.stacked:
-                y = np.stack([np.take(x[layer], index(perms[name][layer], p.block, fused), axis=_inner(axis))
+                y = np.stack([np.take(x[layer], index(perms[name][layer], block, fused), axis=_inner(axis))
                               for layer in range(x.shape[0])])
             else:
-                y = np.take(x, index(perms[name], p.block, fused), axis=axis)
+                y = np.take(x, index(perms[name], block, fused), axis=axis)
             _set(out, path, y)
     return out
 
 
 def features(params: dict, p: Permutation, layer: int | None = None) -> np.ndarray:
     """One row per unit of permutation ``p``: every entry it moves in every leaf (of ``layer`` when stacked),
-    concatenated, float64, shape ``(N, F)``."""
+    concatenated, float64, shape ``(N, F)`` — or ``(G, N, F)``, a block of rows per group, when ``p.groups > 1``."""
     rows = []
-    for path, (axis, fused) in p.leaves.items():
+    for path in p.leaves:
         x = _get(params, path)
         if x is None:
             continue
+        axis, fused, block = p.leaf(path)
         x = np.asarray(x, np.float64)
         if p.stacked:
             x, axis = x[layer], _inner(axis)
         x = np.moveaxis(x, axis, 0)
-        n = x.shape[0] // (fused * p.block)
-        x = x.reshape(fused, n, p.block, -1).transpose(1, 0, 2, 3)
-        rows.append(x.reshape(n, -1))
-    return np.concatenate(rows, axis=1)
+        n = x.shape[0] // (fused * p.groups * block)
+        x = x.reshape(fused, p.groups, n, block, -1).transpose(1, 2, 0, 3, 4)
+        rows.append(x.reshape(p.groups, n, -1))
+    feats = np.concatenate(rows, axis=-1)
+    return feats if p.groups > 1 else feats[0]
 
 
 def match(params_a: dict, params_b: dict, spec: Mapping[str, Permutation]) -> dict[str, np.ndarray]:
-    """For every permutation (per layer when stacked), the π of B maximising ``⟨θ_A, π(θ_B)⟩`` (exact LAPs)."""
+    """For every permutation (per layer when stacked), the π of B maximising ``⟨θ_A, π(θ_B)⟩`` (exact LAPs), taken
+    in the spec's order: each is matched on B already moved by those before it (a group's units after the groups)."""
     out = {}
-    for name, p in spec.items():
+    names = list(spec)
+    for name in names:
+        p = spec[name]
         if p.stacked:
             n_layers = next(np.shape(x)[0] for x in (_get(params_a, path) for path in p.leaves) if x is not None)
-            out[name] = np.stack([assign(features(params_a, p, layer), features(params_b, p, layer)) for layer in range(n_layers)])
+            out[name] = np.stack([_assign(features(params_a, p, layer), features(params_b, p, layer)) for layer in range(n_layers)])
         else:
-            out[name] = assign(features(params_a, p), features(params_b, p))
+            out[name] = _assign(features(params_a, p), features(params_b, p))
+        if name != names[-1]:
+            params_b = permute(params_b, {name: p}, {name: out[name]})
     return out
+
+
+def _assign(feat_a: np.ndarray, feat_b: np.ndarray) -> np.ndarray:
+    """:func:`assign` for ``(N, F)`` features, or per group for ``(G, N, F)``."""
+    if feat_a.ndim == 3:
+        return np.stack([assign(fa, fb) for fa, fb in zip(feat_a, feat_b)])
+    return assign(feat_a, feat_b)
 
 
 def assign(feat_a: np.ndarray, feat_b: np.ndarray) -> np.ndarray:
