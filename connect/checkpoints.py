@@ -12,8 +12,7 @@
 finished one (``LEGACY_FORMAT`` checkpoints, from before digests, end at their metadata and still load). Loading
 checks the metadata, each file read and each array against the digest (a flipped byte that orbax decodes into other
 numbers is caught, the array named), then that every float is finite (``allow_nonfinite`` reads a diverged model);
-families type their ``model_config`` (:func:`model_config`) and check shapes (:func:`check_shapes`). No pickle.
-"""
+families type their ``model_config`` (:func:`model_config`) and check shapes (:func:`check_shapes`). No pickle."""
 
 from __future__ import annotations
 
@@ -45,7 +44,7 @@ _DIGEST_KEYS = {"format": str, "metadata.json": str, "arrays": dict, "files": di
 #: The arrays of a checkpoint saved with ``export_arrays`` (safetensors, readable without connect).
 ARRAYS_FILE = "params.safetensors"
 #: The command that writes each family's checkpoints and its output flag (named in the fix of a damaged one).
-WRITERS = {"relu": ("connect width-sweep", "--run-dir"), "gpt2": ("connect train-lm", "--out")}
+WRITERS = {"relu": ("connect width-sweep", "--run-dir"), **{f: ("connect train-lm", "--out") for f in ("gpt2", "llama", "gpt_neox")}}
 
 
 def save_checkpoint(path: str, params: dict, metadata: dict, *, export_arrays: bool = False) -> None:
@@ -375,26 +374,27 @@ def _json_value(path: str):
 
 def _json_string(path: str, key: str) -> str | None:
     """``key`` of the JSON object in file ``path`` when it is a string; None when absent or unreadable."""
-    value = _json_value(path)
-    return value.get(key) if isinstance(value, dict) and isinstance(value.get(key), str) else None
+    return value.get(key) if isinstance(value := _json_value(path), dict) and isinstance(value.get(key), str) else None
 
 
 #: The commands that analyse each model family's checkpoints (named when a checkpoint of another family is passed).
-FAMILY_COMMANDS = {"relu": "connect barrier or connect theory", "gpt2": "connect paths or connect eval-lm"}
+FAMILY_COMMANDS = {"relu": "connect barrier or connect theory",
+                   **dict.fromkeys(("gpt2", "llama", "qwen2", "mistral", "gpt_neox"), "connect paths or connect eval-lm")}
 
 
 def family(path: str) -> str | None:
-    """The model family of the checkpoint at ``path``, from what is on disk: the ``model`` of a connect
-    checkpoint's ``metadata.json`` (or of the newest ``step-*`` checkpoint below a run or seed directory), the
-    ``model_type`` of a Hugging Face ``config.json``; None when neither says."""
+    """The model family of the checkpoint at ``path`` from what is on disk: the ``model`` of a connect checkpoint's
+    ``metadata.json`` (or of the newest ``step-*`` below a run or seed directory), the ``model_type`` of a Hugging
+    Face ``config.json`` (``qwen2``, … for the Llama family); None when neither says."""
     meta = _recorded_metadata(path)
     return _json_string(meta, "model") if os.path.isfile(meta) else _json_string(os.path.join(path, "config.json"), "model_type")
 
 
-def expect_family(path: str, want: str) -> None:
-    """A UserError when the checkpoint at ``path`` is recorded as another model family than ``want`` (naming the
-    family found and the commands for it); nothing when it is ``want`` or unrecorded (the loader then says more)."""
-    found = family(path)
-    if found is not None and found != want:
-        raise UserError(f"{path} holds a {found} model, not a {want} one: "
-                        f"pass it to {FAMILY_COMMANDS.get(found, 'the commands of that family')}, or pass a {want} checkpoint here")
+def expect_family(path: str, want: str | tuple[str, ...]) -> None:
+    """A UserError when the checkpoint at ``path`` is recorded as another model family than ``want`` (one or several,
+    naming the family found and its commands); nothing when it is wanted or unrecorded (the loader says more)."""
+    wanted = (want,) if isinstance(want, str) else tuple(want)
+    if (found := family(path)) is not None and found not in wanted:
+        what = wanted[0] if len(wanted) == 1 else ", ".join(wanted[:-1]) + " or " + wanted[-1]
+        raise UserError(f"{path} holds a {found} model, not a {what} one: "
+                        f"pass it to {FAMILY_COMMANDS.get(found, 'the commands of that family')}, or pass a {what} checkpoint here")

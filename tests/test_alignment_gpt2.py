@@ -57,20 +57,20 @@ def test_rotation_and_permutations_keep_the_function():
     folded, cfg = align_gpt2.fold_layernorms(_model(1), CFG)
     base = _logits(folded, cfg)
     r = _random_rotation(CFG.n_embd, 3)
-    _close(_logits(align_gpt2.rotate_residual(folded, r), cfg), base)
+    _close(_logits(align_gpt2.rotate_residual(folded, r, cfg), cfg), base)
     rng = np.random.default_rng(4)
     mlp = np.stack([rng.permutation(CFG.n_inner) for _ in range(CFG.n_layer)])
     heads = np.stack([rng.permutation(CFG.n_head) for _ in range(CFG.n_layer)])
-    _close(_logits(align_gpt2.permute(folded, cfg, mlp, heads), cfg), base)
+    _close(_logits(align_gpt2.permute(folded, cfg, {"mlp": mlp, "heads": heads}), cfg), base)
 
 
 def test_a_rotation_moving_the_ones_vector_is_refused():
     folded, _ = align_gpt2.fold_layernorms(_model(1), CFG)
     q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(CFG.n_embd, CFG.n_embd)))
     with pytest.raises(ValueError, match="R𝟙 = 𝟙"):
-        align_gpt2.rotate_residual(folded, q)
+        align_gpt2.rotate_residual(folded, q, CFG)
     with pytest.raises(ValueError, match="folded"):
-        align_gpt2.rotate_residual(_model(1), np.eye(CFG.n_embd))
+        align_gpt2.rotate_residual(_model(1), np.eye(CFG.n_embd), CFG)
 
 
 def test_planted_copy_is_recovered():
@@ -79,7 +79,7 @@ def test_planted_copy_is_recovered():
     rng = np.random.default_rng(5)
     mlp = np.stack([rng.permutation(CFG.n_inner) for _ in range(CFG.n_layer)])
     heads = np.stack([rng.permutation(CFG.n_head) for _ in range(CFG.n_layer)])
-    planted = align_gpt2.rotate_residual(align_gpt2.permute(folded, cfg, mlp, heads), _random_rotation(CFG.n_embd, 6))
+    planted = align_gpt2.rotate_residual(align_gpt2.permute(folded, cfg, {"mlp": mlp, "heads": heads}), _random_rotation(CFG.n_embd, 6), cfg)
     res = align_gpt2.align(params_a, planted, cfg)
     _close(_logits(res.params_b, res.cfg), _logits(params_a))  # B's function is unchanged
     norm = align_gpt2.distance(res.params_a, jax.tree.map(np.zeros_like, res.params_a))
@@ -164,8 +164,8 @@ def test_save_round_trip_keeps_the_function(aligned_pair, tmp_path):
 
 
 def test_export_loads_in_transformers(aligned_pair, tmp_path):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch
+    import transformers
     _, b, cfg, res = aligned_pair
     res.export(str(tmp_path / "hf"))
     model = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "hf")).eval()

@@ -144,7 +144,7 @@ def test_checkpoints_tell_families_apart(tmp_path, capsys):
     checkpoints.save_checkpoint(str(tmp_path / "run" / "seed-0" / "ckpt" / "step-00000001"), g,
                                 {"model": "gpt2", "model_config": gcfg.to_dict()})
     assert checkpoints.family(str(tmp_path / "relu")) == "relu" and checkpoints.family(str(tmp_path / "run")) == "gpt2"
-    with pytest.raises(UserError, match="holds a relu model, not a gpt2 one: pass it to connect barrier"):
+    with pytest.raises(UserError, match="holds a relu model, not a gpt2, llama or gpt_neox one: pass it to connect barrier"):
         training.load(str(tmp_path / "relu"))
     with pytest.raises(UserError, match="holds a gpt2 model, not a relu one: pass it to connect paths"):
         pair.load_pair(str(tmp_path / "run"), str(tmp_path / "relu"))

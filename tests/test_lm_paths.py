@@ -214,7 +214,7 @@ def test_learned_chain_is_below_the_line_on_a_planted_pair():
     inner = np.eye(CFG.n_embd)
     inner[1:, 1:] = np.linalg.qr(rng.normal(size=(CFG.n_embd - 1,) * 2))[0]
     a = jax.tree.map(jnp.asarray, folded)
-    b = jax.tree.map(jnp.asarray, align_gpt2.rotate_residual(align_gpt2.permute(folded, cfg, mlp, heads), basis @ inner @ basis.T))
+    b = jax.tree.map(jnp.asarray, align_gpt2.rotate_residual(align_gpt2.permute(folded, cfg, {"mlp": mlp, "heads": heads}), basis @ inner @ basis.T, cfg))
     ts = np.linspace(0, 1, 5, dtype=np.float32)
     kw = dict(batch_size=16, context=CTX, t_chunk=5, ensembles=False)
     line = lm_paths.evaluate_path("linear", paths.stack_nodes(a, paths.init_free(a, b, 0), b), cfg, val, ts, **kw)
@@ -256,6 +256,19 @@ SCRIPT = textwrap.dedent("""
                                  for x, y in zip(jax.tree.leaves(learned[0][0]), jax.tree.leaves(learned[1][0])))
     out["learned_moved"] = float(np.max(np.abs(np.asarray(learned[1][0]["wte"][1]) - np.asarray(0.5 * (a["wte"] + b["wte"])))))
     out["objective"] = [np.asarray(x[1]).tolist() for x in learned]
+    # every node fully sharded (each device ~1/8 of the model), spectra too; and a grouped-query Llama
+    from connect import models, sharding
+    out["fraction"] = sharding.fraction_per_device(sharding.put(nodes, mesh))
+    names = gpt2.hidden_matrix_names(cfg)[:3]
+    sv = [lm_paths.spectra_along_path("polychain", nodes, cfg, ts, names=names, mesh=m) for m in (mesh, None)]
+    out["sv_maxdiff"] = max(float(np.max(np.abs(sv[0]["matrices"][n]["singular_values"] - sv[1]["matrices"][n]["singular_values"])))
+                            for n in names)
+    llama = models.family("llama")
+    lcfg = llama.config("tiny", vocab_size=32, max_position_embeddings=8, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=4, num_key_value_heads=2, intermediate_size=24)
+    la, lb = (llama.init(jax.random.key(s), lcfg) for s in (3, 4))
+    lnodes = paths.stack_nodes(la, paths.init_free(la, lb, 0), lb)
+    out["llama"] = [lm_paths.path_losses("linear", lnodes, lcfg, tokens, ts, mesh=m, **kw).tolist() for m in (mesh, None)]
     try:
         lm_paths.path_losses("polychain", nodes, cfg, tokens, ts, mesh=mesh, batch_size=12, context=8)
     except Exception as e:
@@ -265,6 +278,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_over_eight_devices_equals_unsharded():
+    """Path losses, ensembles, learned paths and spectra with the data batch and every node (fully) sharded over 8
+    simulated devices equal the one-device numbers, for GPT-2 and a grouped-query Llama."""
     env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
            "OPENBLAS_NUM_THREADS": "1", "CONNECT_JAX_CACHE": ""}
     root = os.path.join(os.path.dirname(__file__), "..")
@@ -280,6 +295,11 @@ def test_sharded_over_eight_devices_equals_unsharded():
     # a path learned on minibatches sharded over the 8 devices equals the one learned on one device
     np.testing.assert_allclose(out["objective"][0], out["objective"][1], rtol=1e-5)
     assert out["learned_moved"] > 1e-3 and out["learned_maxdiff"] <= 1e-3 * out["learned_moved"]
+    # the nodes fully sharded (each device holds ~1/8 plus the few odd-width arrays, not a replica); spectra and a
+    # grouped-query Llama's path give the unsharded numbers
+    assert out["fraction"] < 0.25
+    assert out["sv_maxdiff"] <= 1e-4
+    np.testing.assert_allclose(out["llama"][0], out["llama"][1], rtol=1e-6)
 
 
 # --- bad input ------------------------------------------------------------------------------------

@@ -50,3 +50,4 @@ def test_eight_device_data_parallel_run_equals_one_device_run(tmp_path, letters_
         a, b = result["loss"][s]
         assert abs(a - b) <= 1e-5 * abs(b)
         assert result[f"maxdiff{s}"] <= 1e-5 * result[f"maxabs{s}"]
+

@@ -1,4 +1,4 @@
-"""``connect train-lm`` and ``connect eval-lm``: GPT-2 training runs and val losses from the command line.
+"""``connect train-lm`` and ``connect eval-lm``: language-model training runs and val losses from the command line.
 
 Thin entry points over :func:`connect.lm.training.train`, :func:`connect.lm.training.load` and
 :func:`connect.lm.training.evaluate`; every option of ``train-lm`` is a field of
@@ -20,8 +20,8 @@ DEFAULT_RUNS = "runs"
 def add_parser(sub) -> None:
     """Register ``train-lm`` and ``eval-lm`` on the ``connect`` subparsers ``sub``."""
     t = sub.add_parser(
-        "train-lm", help="train GPT-2 (tiny on the embedded corpus by default: CPU minutes) with AdamW, Muon, Lion or SGD",
-        description="Train GPT-2 seeds at once (vmap over seeds) and write OUT/config.json, OUT/seed-S/metrics.jsonl and "
+        "train-lm", help="train GPT-2, Llama or GPT-NeoX (tiny GPT-2 on the embedded corpus by default: CPU minutes) with AdamW, Muon, Lion or momentum",
+        description="Train seeds of a language model (--family gpt2, llama or gpt_neox; --model a named config of it) at once (vmap over seeds) and write OUT/config.json, OUT/seed-S/metrics.jsonl and "
                     "OUT/seed-S/ckpt/step-K/. Options: defaults < --config file < flags. Rerunning the same command on the same "
                     "--out resumes from the newest checkpoint every seed has and reaches the parameters an uninterrupted run "
                     "would (bit-identical on CPU); every option, steps included, must then equal the stored config.json. "
@@ -38,8 +38,8 @@ def add_parser(sub) -> None:
     t.set_defaults(func=cmd_train_lm)
 
     e = sub.add_parser(
-        "eval-lm", help="val loss (nats) of a GPT-2 checkpoint: connect train-lm or Hugging Face save_pretrained",
-        description="Mean next-token cross-entropy (nats) of a GPT-2 checkpoint over consecutive windows of a corpus's val "
+        "eval-lm", help="val loss (nats) of a GPT-2, Llama/Qwen2/Mistral or GPT-NeoX checkpoint: connect train-lm or Hugging Face save_pretrained",
+        description="Mean next-token cross-entropy (nats) of a language-model checkpoint (any supported family) over consecutive windows of a corpus's val "
                     "split, next to the split's unigram entropy. CKPT: a Hugging Face directory (config.json + "
                     "model.safetensors), a connect checkpoint seed-S/ckpt/step-K, its seed-S or seed-S/ckpt directory "
                     "(newest checkpoint), or a run directory with one seed.")
@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
     e.add_argument("--val-fraction", type=float, default=TrainLMConfig.val_fraction,
                    help=f"val fraction of a text corpus, as in training (default: {TrainLMConfig.val_fraction})")
     e.add_argument("--batch-size", type=int, default=16, help="windows per evaluation batch (default: 16)")
-    e.add_argument("--context", type=int, default=None, help="tokens per window (default: the model's n_positions)")
+    e.add_argument("--context", type=int, default=None, help="tokens per window (default: the model's context limit)")
     e.add_argument("--max-batches", type=int, default=0, help="evaluate at most this many batches (default: 0, the whole split)")
     e.add_argument("--allow-nonfinite", action="store_true", help="read a checkpoint whose weights hold NaN or inf (refused by default)")
     e.set_defaults(func=cmd_eval_lm)
@@ -80,7 +80,7 @@ def cmd_eval_lm(args: argparse.Namespace) -> int:
     if data.vocab_size > model_cfg.vocab_size:
         raise UserError(f"corpus {data.name} has vocabulary {data.vocab_size} > the model's vocab_size {model_cfg.vocab_size}: "
                         f"pass the corpus (or --tokenizer) the model was trained on")
-    context = args.context or model_cfg.n_positions
+    context = args.context or model_cfg.context_limit
     loss = lm_training.evaluate(params, model_cfg, data.val, batch_size=args.batch_size, context=context,
                                 max_batches=args.max_batches or None)
     part = f"first {args.max_batches * args.batch_size} windows" if args.max_batches else "all windows"

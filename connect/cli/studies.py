@@ -1,4 +1,4 @@
-"""``connect paths`` (two GPT-2 checkpoints joined by paths) and ``connect study gpt2`` (the connectivity study).
+"""``connect paths`` (two checkpoints of one language-model family joined by paths) and ``connect study gpt2`` (the connectivity study).
 
 Thin entry points over :func:`connect.studies.gpt2_connectivity.run.measure_pair` and :func:`…run.run`. ``study`` has
 one subcommand per study; :func:`add_parser` returns its subparsers so that other studies can be added.
@@ -22,8 +22,8 @@ def add_parser(sub) -> argparse._SubParsersAction:
     from connect.studies.gpt2_connectivity import config as study_config
 
     p = sub.add_parser(
-        "paths", help="barriers, ensembles and spectra along linear and learned paths between two GPT-2 checkpoints",
-        description="Join two GPT-2 checkpoints (connect train-lm or Hugging Face directories of the same config) by linear and "
+        "paths", help="barriers, ensembles and spectra along linear and learned paths between two GPT-2, Llama or GPT-NeoX checkpoints",
+        description="Join two checkpoints of one family and config (GPT-2, Llama/Qwen2/Mistral or GPT-NeoX; connect train-lm or Hugging Face directories) by linear and "
                     "learned paths, raw and with --align aligned (attention heads, MLP units, residual rotation); print the "
                     "barriers on the val split (and --ood-data) and write curves, ensembles and spectra to --out.")
     p.add_argument("ckpt_a", metavar="CKPT_A")

@@ -28,8 +28,9 @@ class TrainLMConfig:
     TABLE: ClassVar[str] = "train_lm"
     EXAMPLE: ClassVar[str] = "experiments/gpt2_tiny.toml"
 
-    model: str = _f("tiny", "named GPT-2 config: tiny, seed-paper or gpt2 (connect.models.gpt2.CONFIGS)")
-    model_overrides: dict = _f({}, "GPT-2 config fields overriding the named config, e.g. n_layer=1 n_embd=32", value_type=None)
+    family: str = _f("gpt2", "model family: gpt2, llama (Llama/Qwen2/Mistral) or gpt_neox (Pythia) (connect.models.LM_FAMILIES)")
+    model: str = _f("tiny", "named config of the family: tiny for each, seed-paper and gpt2 for GPT-2 (connect.models.<family>.CONFIGS)")
+    model_overrides: dict = _f({}, "config fields overriding the named config, e.g. n_layer=1 n_embd=32 (GPT-2)", value_type=None)
     data: str = _f("", "corpus: a text file, a directory of text files or of train.bin/val.bin; empty: the embedded corpus")
     tokenizer: str = _f("", "a Hugging Face tokenizer.json to encode text with (empty: bytes, vocabulary 256)")
     val_fraction: float = _f(0.05, "fraction of the text documents held out as val")
@@ -47,7 +48,7 @@ class TrainLMConfig:
     steps: int = _f(1000, "optimizer steps")
     batch_size: int = _f(32, "sequences per optimizer step and seed (all micro-batches together)")
     grad_accum: int = _f(1, "micro-batches per step, scanned in one program (batch_size must be divisible by it)")
-    context: int = _f(64, "tokens per sequence (at most the model's n_positions)")
+    context: int = _f(64, "tokens per sequence (at most the model's context: n_positions, max_position_embeddings)")
     eval_every: int = _f(100, "steps between val-loss evaluations (0: only at the end)")
     eval_batches: int = _f(8, "val batches of batch_size sequences per evaluation (0: the whole val split)")
     checkpoint_every: int = _f(250, "steps between checkpoints (0: only at the end)")
@@ -60,15 +61,14 @@ class TrainLMConfig:
         return dataclasses.asdict(self)
 
     def model_config(self):
-        """The :class:`connect.models.gpt2.GPT2Config` this run trains."""
-        from connect.models import gpt2
+        """The model config (of :attr:`family`) this run trains."""
+        from connect import models
 
-        return gpt2.config(self.model, **self.model_overrides)
+        return models.family(self.family).config(self.model, **self.model_overrides)
 
     def validate(self) -> TrainLMConfig:
         """Raise :class:`UserError` naming the first impossible value."""
-        from connect import schedules
-        from connect.models import gpt2
+        from connect import models, schedules
         from connect.optimizers import check_lm_name
 
         check_lm_name(self.optimizer)
@@ -100,6 +100,6 @@ class TrainLMConfig:
         for ok, msg in checks:
             if not ok:
                 raise UserError(msg)
-        gpt2.check_context(model_cfg, self.context)
+        models.family(model_cfg).check_context(model_cfg, self.context)
         schedules.make(self.schedule, self.lr, self.steps, self.warmup_frac, self.decay_frac, self.final_frac)
         return self

@@ -1,14 +1,15 @@
-"""Paths between GPT-2 checkpoints: losses along them, barriers, ensembles, learned bends, spectra.
+"""Paths between language-model checkpoints of one family: losses along them, barriers, ensembles, learned
+bends, spectra.
 
-A path is :mod:`connect.paths`' stacked nodes ``[θ_A, θ_1, …, θ_B]`` over a GPT-2 parameter tree
-(:mod:`connect.models.gpt2`). Along it, on a t-grid (default 0, 0.1, …, 1):
+A path is :mod:`connect.paths`' stacked nodes ``[θ_A, θ_1, …, θ_B]`` over a parameter tree of any family of
+:mod:`connect.models` (GPT-2, Llama/Qwen2/Mistral, GPT-NeoX). Along it, on a t-grid (default 0, 0.1, …, 1):
 
 * **val loss** ``L(θ(t)) = −(1/N) Σ_i log p_θ(t)(y_i | x_{≤i})`` over the ``N`` target tokens of the
   consecutive windows of :func:`connect.lm.corpus.eval_batches` (every token weighted equally, as
   :func:`connect.lm.training.evaluate`). The points are built on the device (:func:`connect.paths.point`)
   ``t_chunk`` at a time, and one compiled program takes a data batch and returns the summed negative
   log-likelihood at every point of the chunk (``vmap``); the batch axis is sharded over a 1-D mesh
-  named ``data`` (params replicated), so XLA sums across devices. The last, short batch is padded with zero-weight rows, so one shape
+  named ``data`` (params fully sharded over it, :mod:`connect.sharding`), so XLA sums across devices. The last, short batch is padded with zero-weight rows, so one shape
   compiles and every device gets whole rows;
 * **barriers** (:mod:`connect.barrier`): the seed's ``max_t [L(t) − ((1−t)L(0) + tL(1))]`` and
   ``max_t L(t) − max(L(0), L(1))``, on the val split and, when given, on a second corpus (out of
@@ -17,9 +18,10 @@ A path is :mod:`connect.paths`' stacked nodes ``[θ_A, θ_1, …, θ_B]`` over a
   ``−(1/N) Σ_i log p̄(y_i)``, computed as ``log p̄ = logsumexp_m log p_m − log M``, for the endpoints,
   for the best interior grid point (lowest val loss, chosen on the same data), and for the
   endpoints plus that point;
-* **spectra** of every weight matrix (:func:`spectra_along_path`, :func:`connect.spectra.along_path`), named by
-  :func:`connect.models.gpt2.matrix_names` as Hugging Face names the layers: ``h.{l}.attn.q``, ``.k``, ``.v``
-  (the three blocks of ``c_attn``), ``h.{l}.attn.c_proj``, ``h.{l}.mlp.c_fc``, ``h.{l}.mlp.c_proj``, ``wte``, ``wpe``, ``lm_head``.
+* **spectra** of every weight matrix (:func:`spectra_along_path`, :func:`connect.spectra.along_path`), named by the
+  family's ``matrix_names`` as Hugging Face names the layers: GPT-2's ``h.{l}.attn.q``, ``.k``, ``.v`` (the three
+  blocks of ``c_attn``), ``h.{l}.attn.c_proj``, ``h.{l}.mlp.c_fc``, ``h.{l}.mlp.c_proj``, ``wte``, ``wpe``, ``lm_head``;
+  Llama's ``layers.{l}.self_attn.q_proj``, …, ``layers.{l}.mlp.down_proj``, ``embed_tokens``, ``lm_head``.
 
 :func:`learn_path` learns the free nodes on random training windows (:func:`connect.paths.fit`
 with ``batch_fn`` = :func:`connect.lm.corpus.batch`), by default with the endpoints' optimizer of
@@ -38,15 +40,15 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from connect import barrier, optimizers, paths, spectra
+from connect import barrier, models, optimizers, paths, sharding, spectra
 from connect.errors import UserError
 from connect.lm import corpus
-from connect.models import gpt2
+from connect.models import LMConfig
 
 # --- checks ---------------------------------------------------------------------------------------
 
 
-def load_pair(path_a: str, path_b: str) -> tuple[dict, dict, gpt2.GPT2Config]:
+def load_pair(path_a: str, path_b: str) -> tuple[dict, dict, LMConfig]:
     """Two checkpoints (:func:`connect.lm.training.load`: connect or Hugging Face) and their common config."""
     from connect.lm import training as lm_training
 
@@ -54,14 +56,14 @@ def load_pair(path_a: str, path_b: str) -> tuple[dict, dict, gpt2.GPT2Config]:
     return theta_a, theta_b, check_pair(theta_a, cfg_a, theta_b, cfg_b)
 
 
-def check_pair(theta_a, cfg_a: gpt2.GPT2Config, theta_b, cfg_b: gpt2.GPT2Config) -> gpt2.GPT2Config:
+def check_pair(theta_a, cfg_a: LMConfig, theta_b, cfg_b: LMConfig) -> LMConfig:
     """The common config of two checkpoints, after checking both trees have its arrays and shapes."""
     if cfg_a != cfg_b:
         diff = [f"{f.name} {getattr(cfg_a, f.name)} vs {getattr(cfg_b, f.name)}" for f in dataclasses.fields(cfg_a)
                 if getattr(cfg_a, f.name) != getattr(cfg_b, f.name)]
         raise UserError(f"the two checkpoints have different GPT-2 configs ({', '.join(diff)}): "
                         "a path needs two models of the same architecture")
-    want = jax.eval_shape(lambda: gpt2.init(jax.random.key(0), cfg_a))
+    want = jax.eval_shape(lambda: models.family(cfg_a).init(jax.random.key(0), cfg_a))
     for label, theta in (("first", theta_a), ("second", theta_b)):
         got = {_join(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_leaves_with_path(theta)}
         for p, x in jax.tree_util.tree_leaves_with_path(want):
@@ -83,7 +85,7 @@ def check_grid(ts_T) -> np.ndarray:
 
 
 def _check_eval(model_cfg, batch_size: int, context: int, mesh: Mesh | None) -> None:
-    gpt2.check_context(model_cfg, context)
+    models.family(model_cfg).check_context(model_cfg, context)
     n_dev = 1 if mesh is None else mesh.devices.size
     if batch_size % n_dev:
         raise UserError(f"batch_size {batch_size} is not divisible by the {n_dev} devices of the mesh: use a multiple of {n_dev}")
@@ -92,15 +94,17 @@ def _check_eval(model_cfg, batch_size: int, context: int, mesh: Mesh | None) -> 
 # --- losses along a path ----------------------------------------------------------------------------
 
 
-def path_losses(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, ts_T, *, batch_size: int,
+def path_losses(kind: str, nodes_K, model_cfg: LMConfig, tokens: np.ndarray, ts_T, *, batch_size: int,
                 context: int, max_batches: int | None = None, mesh: Mesh | None = None, t_chunk: int | None = None,
                 compute_dtype=jnp.float32) -> np.ndarray:
     """Mean next-token loss (nats) of ``θ(t)`` at every t of ``ts_T`` on ``tokens``, shape ``(T,)``.
 
     ``t_chunk`` points are evaluated together under ``vmap`` (default: 1 on CPU, where batching does
     not pay; on accelerators all T, or as many as keep the chunk's float32 logits within
-    :data:`LOGITS_BUDGET_BYTES`); ``mesh`` shards the data batch over its ``data`` axis (a mesh may span the processes of
-    a ``jax.distributed`` run: every process passes the same arguments and gets the same losses).
+    :data:`LOGITS_BUDGET_BYTES`); ``mesh`` shards the data batch over its ``data`` axis and every node's arrays fully over the same axis
+    (:mod:`connect.sharding`: each device holds 1/n of the model, so a model too large to copy onto every device
+    runs; a mesh may span the processes of a ``jax.distributed`` run: every process passes the same arguments and
+    gets the same losses).
     """
     ts_T = check_grid(ts_T)
     _check_eval(model_cfg, batch_size, context, mesh)
@@ -108,7 +112,7 @@ def path_losses(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, tokens: np.ndarr
     chunk = t_chunk or _default_chunk(n_t, batch_size, context, model_cfg.vocab_size)
     n_chunks = -(-n_t // chunk)
     ts_NxC = np.concatenate([ts_T, np.full(n_chunks * chunk - n_t, ts_T[-1], np.float32)]).reshape(n_chunks, chunk)
-    nodes_K = _replicate(nodes_K, mesh)
+    nodes_K = sharding.put(nodes_K, mesh)  # fully sharded: each device holds 1/n of every node
     dtype_name = jnp.dtype(compute_dtype).name
     losses = []
     for ts_C in ts_NxC:  # the chunk's points are built once, then every data batch is evaluated at all of them
@@ -127,16 +131,16 @@ def _default_chunk(n_t: int, batch_size: int, context: int, vocab_size: int) -> 
     return max(1, min(n_t, LOGITS_BUDGET_BYTES // (4 * batch_size * context * vocab_size)))
 
 
-def ensemble_loss(members_M, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, *, batch_size: int, context: int,
+def ensemble_loss(members_M, model_cfg: LMConfig, tokens: np.ndarray, *, batch_size: int, context: int,
                   max_batches: int | None = None, mesh: Mesh | None = None, compute_dtype=jnp.float32) -> float:
     """Loss of the averaged predictions of ``M`` models stacked on a leading axis:
     ``−(1/N) Σ_i log((1/M) Σ_m p_m(y_i))`` (see the module docstring)."""
     _check_eval(model_cfg, batch_size, context, mesh)
-    fn = functools.partial(_ensemble_nll, model_cfg, jnp.dtype(compute_dtype).name, _replicate(members_M, mesh))
+    fn = functools.partial(_ensemble_nll, model_cfg, jnp.dtype(compute_dtype).name, sharding.put(members_M, mesh))
     return float(_over_data(fn, tokens, batch_size, context, max_batches, mesh)[0])
 
 
-def evaluate_path(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, ts_T=None, *, batch_size: int,
+def evaluate_path(kind: str, nodes_K, model_cfg: LMConfig, tokens: np.ndarray, ts_T=None, *, batch_size: int,
                   context: int, max_batches: int | None = None, mesh: Mesh | None = None, ood_tokens: np.ndarray | None = None,
                   ensembles: bool = True, refine: int = 0, t_chunk: int | None = None, compute_dtype=jnp.float32) -> dict:
     """Val loss at every t, the two barriers, the same on ``ood_tokens`` when given, and ensembles.
@@ -188,8 +192,8 @@ _point = jax.jit(paths.point, static_argnums=0)
 
 
 def _target_logprobs(params, x_BxT, y_BxT, model_cfg, dtype) -> jax.Array:
-    """``log p(y_bi | x_b,≤i) = z_{y} − logsumexp_v z_v``, shape ``(B, T)`` (as :func:`gpt2.loss`)."""
-    logits_BxTxV = gpt2.apply(params, x_BxT, model_cfg, compute_dtype=dtype)
+    """``log p(y_bi | x_b,≤i) = z_{y} − logsumexp_v z_v``, shape ``(B, T)`` (as the family's ``loss``)."""
+    logits_BxTxV = models.family(model_cfg).apply(params, x_BxT, model_cfg, compute_dtype=dtype)
     target_BxT = jnp.take_along_axis(logits_BxTxV, y_BxT[..., None], axis=-1)[..., 0]
     return target_BxT - jax.nn.logsumexp(logits_BxTxV, axis=-1)
 
@@ -218,27 +222,23 @@ def _ensemble_nll(model_cfg, dtype_name, members_M, x_BxT, y_BxT, w_B) -> jax.Ar
     return -jnp.sum(lp_BxT * w_B[:, None])[None]
 
 
-def _replicate(tree, mesh: Mesh | None):
-    return tree if mesh is None else _put(tree, NamedSharding(mesh, PartitionSpec()))
-
-
-def _put(tree, sharding: NamedSharding):
+def _put(tree, target: NamedSharding):
     """``jax.device_put(tree, sharding)`` of arrays every process holds whole and equal (each device takes its part),
     without device_put's check across processes (an all-gather, waited for, of every array at every call)."""
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x, x.shape), tree)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(target, x, x.shape), tree)
 
 
 def _over_data(fn, tokens, batch_size: int, context: int, max_batches: int | None, mesh: Mesh | None) -> np.ndarray:
     """``Σ_batches fn(x, y, w) / N`` (float64): ``fn`` returns summed NLLs, ``N`` counts the target tokens.
     Short batches are padded to ``batch_size`` rows of weight 0; rows are sharded over ``mesh``."""
-    sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
+    rows_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
     sums, n_tokens = [], 0
     for x_BxT, y_BxT in corpus.eval_batches(tokens, batch_size, context, max_batches):
         rows = x_BxT.shape[0]
         w_B = (np.arange(batch_size) < rows).astype(np.float32)
         pad = ((0, batch_size - rows), (0, 0))
         args = (np.pad(x_BxT, pad), np.pad(y_BxT, pad), w_B)
-        sums.append(fn(*(args if sharding is None else _put(args, sharding))))  # dispatched asynchronously
+        sums.append(fn(*(args if rows_sharding is None else _put(args, rows_sharding))))  # dispatched asynchronously
         n_tokens += rows * context
     return np.sum(np.stack([np.asarray(s, np.float64) for s in jax.device_get(sums)]), axis=0) / n_tokens
 
@@ -246,7 +246,7 @@ def _over_data(fn, tokens, batch_size: int, context: int, max_batches: int | Non
 # --- learning a path --------------------------------------------------------------------------------
 
 
-def learn_path(theta_a, theta_b, kind: str, model_cfg: gpt2.GPT2Config, data, *, n_free: int = 1, steps: int = 200,
+def learn_path(theta_a, theta_b, kind: str, model_cfg: LMConfig, data, *, n_free: int = 1, steps: int = 200,
                batch_size: int = 16, context: int | None = None, t_per_step: int = 1, t_dist=paths.T_UNIFORM,
                optimizer: str | optax.GradientTransformation = "adamw", lr: float = 1e-3, aux_lr: float | None = None,
                weight_decay: float = 0.0, seed: int = 0, mesh: Mesh | None = None, compute_dtype=jnp.float32):
@@ -263,20 +263,20 @@ def learn_path(theta_a, theta_b, kind: str, model_cfg: gpt2.GPT2Config, data, *,
     if kind not in paths.KINDS:
         raise UserError(f"unknown path kind {kind!r}: use one of {', '.join(paths.KINDS)}")
     tokens = data.train if isinstance(data, corpus.Corpus) else data
-    context = model_cfg.n_positions if context is None else context
+    context = model_cfg.context_limit if context is None else context
     _check_eval(model_cfg, batch_size, context, mesh)
-    theta_a, theta_b = _replicate((theta_a, theta_b), mesh)
+    theta_a, theta_b = sharding.put((theta_a, theta_b), mesh)
     if kind == "linear":
         return paths.stack_nodes(theta_a, paths.init_free(theta_a, theta_b, 0), theta_b), np.zeros(0, np.float32)
     if n_free < 1:
         raise UserError(f"a learned {kind} path needs at least one free node, got n_free={n_free}")
     if isinstance(optimizer, str):
         optimizer = _path_optimizer(optimizer, model_cfg, n_free, lr, aux_lr, weight_decay)
-    sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
+    rows_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
 
     def batch_fn(k):
         xy = tuple(jnp.asarray(a) for a in corpus.batch(tokens, seed, k, batch_size, context))
-        return xy if sharding is None else _put(xy, sharding)
+        return xy if rows_sharding is None else _put(xy, rows_sharding)
 
     loss_fn = _batch_loss(model_cfg, jnp.dtype(compute_dtype).name)
     nodes_K, obj = paths.fit(kind, theta_a, theta_b, loss_fn, optimizer, jax.random.key(seed), n_free=n_free, steps=steps,
@@ -285,18 +285,18 @@ def learn_path(theta_a, theta_b, kind: str, model_cfg: gpt2.GPT2Config, data, *,
 
 
 @functools.lru_cache(maxsize=16)
-def _path_optimizer(name: str, model_cfg: gpt2.GPT2Config, n_free: int, lr: float, aux_lr, weight_decay: float):
+def _path_optimizer(name: str, model_cfg: LMConfig, n_free: int, lr: float, aux_lr, weight_decay: float):
     """:func:`connect.optimizers.make_lm` for the free nodes, one object per setting (so that
     :func:`connect.paths.fit` reuses its compiled step across pairs)."""
     free0 = jax.eval_shape(lambda: jax.tree.map(lambda x: jnp.zeros((n_free, *x.shape), x.dtype),
-                                                gpt2.init(jax.random.key(0), model_cfg)))
-    return optimizers.make_lm(name, free0, lr=lr, aux_lr=aux_lr, weight_decay=weight_decay, matrices=gpt2.MUON_MATRICES)
+                                                models.family(model_cfg).init(jax.random.key(0), model_cfg)))
+    return optimizers.make_lm(name, free0, lr=lr, aux_lr=aux_lr, weight_decay=weight_decay, matrices=models.family(model_cfg).MUON_MATRICES)
 
 
 @functools.lru_cache(maxsize=16)
-def _batch_loss(model_cfg: gpt2.GPT2Config, dtype_name: str):
+def _batch_loss(model_cfg: LMConfig, dtype_name: str):
     """``(θ, (x, y)) -> L``, one function object per model and precision."""
-    return lambda theta, xy: gpt2.loss(theta, *xy, model_cfg, compute_dtype=jnp.dtype(dtype_name))
+    return lambda theta, xy: models.family(model_cfg).loss(theta, *xy, model_cfg, compute_dtype=jnp.dtype(dtype_name))
 
 
 #: Learning rates of the hidden matrices when a path is learned, per optimizer (the GPT-2 study's; else 1e-3).
@@ -309,7 +309,7 @@ def between(ckpt_a, ckpt_b, kind: str = "linear", *, data=None, ts_T=None, align
     """One call: the loss curve of a ``kind`` path between two GPT-2 checkpoints (``connect train-lm`` or Hugging
     Face directories of one config), with defaults that fit a laptop: ``data`` a :class:`connect.lm.corpus.Corpus`,
     a corpus path or ``None`` (the embedded corpus); ``batch_size`` 8 windows of ``context`` tokens (default
-    ``min(n_positions, 256)``), ``max_batches`` 16 of them (``None``: the whole val split); a learned kind's bend
+    ``min(context_limit, 256)``), ``max_batches`` 16 of them (``None``: the whole val split); a learned kind's bend
     trained for ``steps`` steps by ``optimizer`` (default: the endpoints' own when both record the same,
     :func:`connect.optimizers.path_optimizer`) at :data:`PATH_LR`. ``align`` first aligns B to A
     (:func:`connect.lm.alignment.align`). Returns :func:`evaluate_path`'s record plus ``nodes``, ``objective``,
@@ -319,7 +319,7 @@ def between(ckpt_a, ckpt_b, kind: str = "linear", *, data=None, ts_T=None, align
 
     theta_a, theta_b, cfg = load_pair(ckpt_a, ckpt_b)
     corp = data if isinstance(data, corpus.Corpus) else corpus.load(data)
-    context = context or min(cfg.n_positions, 256)
+    context = context or min(cfg.context_limit, 256)
     summary = None
     if align:
         al = alignment.align(theta_a, theta_b, cfg)
@@ -334,25 +334,25 @@ def between(ckpt_a, ckpt_b, kind: str = "linear", *, data=None, ts_T=None, align
 # --- spectra along a path ---------------------------------------------------------------------------
 
 
-def spectra_along_path(kind: str, nodes_K, model_cfg: gpt2.GPT2Config, ts_T=None, *, names: Sequence[str] | None = None,
+def spectra_along_path(kind: str, nodes_K, model_cfg: LMConfig, ts_T=None, *, names: Sequence[str] | None = None,
                        weight_decay: float = 0.1, constraint_optimizers: Sequence[str] = ("adamw", "muon"),
-                       strategy: str = "auto") -> dict:
-    """:func:`connect.spectra.along_path` of the GPT-2 matrices ``names`` (default all,
-    :func:`connect.models.gpt2.matrix_names`), with the implicit set of each optimizer of
+                       strategy: str = "auto", mesh: Mesh | None = None) -> dict:
+    """:func:`connect.spectra.along_path` of the family's matrices ``names`` (default all, its ``matrix_names``;
+    the nodes fully sharded over ``mesh`` when given, :mod:`connect.sharding`), with the implicit set of each optimizer of
     ``constraint_optimizers`` at decay ``weight_decay`` (:func:`connect.optimizers.constraint`; Muon's spectral
     ball on the attention and MLP matrices with the shape factor of the ``(out, in)`` matrix, ℓ∞ elsewhere)
     reported as ``{o}_rel``. Returns ``{"t", "names", "matrices": {name: {stat: (T, …)}}, "median"}``."""
     ts_T = check_grid(barrier.grid() if ts_T is None else ts_T)
-    names = tuple(gpt2.checked_matrix_names(model_cfg, names))
-    sets = {o: optimizers.constraint(o, weight_decay, gpt2.hidden_matrix_names(model_cfg)) for o in constraint_optimizers}
-    return spectra.along_path(kind, nodes_K, ts_T, _matrices_fn(model_cfg, names), constraint_sets=sets, strategy=strategy)
+    names = tuple(models.family(model_cfg).checked_matrix_names(model_cfg, names))
+    sets = {o: optimizers.constraint(o, weight_decay, models.family(model_cfg).hidden_matrix_names(model_cfg)) for o in constraint_optimizers}
+    return spectra.along_path(kind, sharding.put(nodes_K, mesh), ts_T, _matrices_fn(model_cfg, names), constraint_sets=sets, strategy=strategy)
 
 
 @functools.lru_cache(maxsize=16)
-def _matrices_fn(model_cfg: gpt2.GPT2Config, names: tuple[str, ...]):
+def _matrices_fn(model_cfg: LMConfig, names: tuple[str, ...]):
     """``params -> {name: W}`` of the GPT-2 family, one function object per config and names (so
     :func:`connect.spectra.along_path` compiles once per path kind)."""
-    return functools.partial(gpt2.matrices, cfg=model_cfg, names=names)
+    return functools.partial(models.family(model_cfg).matrices, cfg=model_cfg, names=names)
 
 
 def _join(path) -> str:

@@ -6,10 +6,10 @@ import numpy as np
 
 from connect import planes
 from connect.lm import paths as lm_paths
-from connect.models import gpt2
+from connect.models import LMConfig
 
 
-def plane_losses(theta_a, theta_b, theta_c, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, *, n_points: int = 11,
+def plane_losses(theta_a, theta_b, theta_c, model_cfg: LMConfig, tokens: np.ndarray, *, n_points: int = 11,
                  margin: float = 0.2, **kw) -> dict:
     """The loss on the ``n_points × n_points`` grid of :func:`grid`, plus the three points' own coordinates
     and losses: ``{"u", "v", "loss" (V, U), "points" (3, 2), "point_loss" (3,)}`` (lists, ready for JSON).

@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from connect import models
 from connect.errors import UserError
-from connect.models import gpt2
+from connect.models import LMConfig
 
 NAMES = ("arithmetic", "modadd", "reverse", "memorize")
 #: The modulus of ``modadd``.
@@ -125,13 +126,13 @@ def encode(examples, context: int) -> Encoded:
     return Encoded(seq_NxT1[:, :-1], seq_NxT1[:, 1:], mask_NxT, p_N, a_N)
 
 
-def masked_loss(params, x_BxT, y_BxT, mask_BxT, cfg: gpt2.GPT2Config, *, compute_dtype=jnp.float32) -> jax.Array:
+def masked_loss(params, x_BxT, y_BxT, mask_BxT, cfg: LMConfig, *, compute_dtype=jnp.float32) -> jax.Array:
     """Mean cross-entropy over answer tokens, ``Σ m_bi (logsumexp z_bi − z_{bi,y_bi}) / Σ m_bi`` (nats)."""
     ce_BxT = _token_ce(params, x_BxT, y_BxT, cfg, compute_dtype)
     return jnp.sum(ce_BxT * mask_BxT) / jnp.maximum(jnp.sum(mask_BxT), 1.0)
 
 
-def answer_loss(params, cfg: gpt2.GPT2Config, enc: Encoded, batch_size: int = 128) -> float:
+def answer_loss(params, cfg: LMConfig, enc: Encoded, batch_size: int = 128) -> float:
     """Mean cross-entropy (nats) over every answer token of ``enc`` (each token weighted equally)."""
     total = count = 0.0
     for lo in range(0, len(enc.x_NxT), batch_size):
@@ -141,7 +142,7 @@ def answer_loss(params, cfg: gpt2.GPT2Config, enc: Encoded, batch_size: int = 12
     return total / max(count, 1.0)
 
 
-def greedy_answers(params, cfg: gpt2.GPT2Config, enc: Encoded, batch_size: int = 128) -> np.ndarray:
+def greedy_answers(params, cfg: LMConfig, enc: Encoded, batch_size: int = 128) -> np.ndarray:
     """Greedy continuations of the prompts, ``(N, max answer length)`` token ids: step ``j`` writes
     ``argmax z_{p+j−1}`` at position ``p + j`` (jitted, one full forward per step; causality makes the
     later, overwritten positions irrelevant)."""
@@ -152,7 +153,7 @@ def greedy_answers(params, cfg: gpt2.GPT2Config, enc: Encoded, batch_size: int =
     return np.concatenate(out)[:len(enc.x_NxT)]
 
 
-def accuracy(params, cfg: gpt2.GPT2Config, enc: Encoded, batch_size: int = 128) -> float:
+def accuracy(params, cfg: LMConfig, enc: Encoded, batch_size: int = 128) -> float:
     """Fraction of examples whose greedy answer equals the answer exactly (its ``"\\n"`` included)."""
     pred_NxA = greedy_answers(params, cfg, enc, batch_size)
     want_NxA = _answers(enc, pred_NxA.shape[1])
@@ -174,7 +175,7 @@ def _answers(enc: Encoded, width: int) -> np.ndarray:
 
 
 def _token_ce(params, x_BxT, y_BxT, cfg, compute_dtype=jnp.float32) -> jax.Array:
-    logits_BxTxV = gpt2.apply(params, x_BxT, cfg, compute_dtype=compute_dtype)
+    logits_BxTxV = models.family(cfg).apply(params, x_BxT, cfg, compute_dtype=compute_dtype)
     target_BxT = jnp.take_along_axis(logits_BxTxV, y_BxT[..., None], axis=-1)[..., 0]
     return jax.nn.logsumexp(logits_BxTxV, axis=-1) - target_BxT
 
@@ -193,7 +194,7 @@ def _greedy(params, x_BxT, prompt_len_B, cfg, n_new: int):
 
     def step(j, carry):
         buf_BxT, out_BxA = carry
-        logits_BxTxV = gpt2.apply(params, buf_BxT, cfg)
+        logits_BxTxV = models.family(cfg).apply(params, buf_BxT, cfg)
         read_B = jnp.clip(prompt_len_B - 1 + j, 0, T - 1)
         tok_B = jnp.argmax(jnp.take_along_axis(logits_BxTxV, read_B[:, None, None], axis=1)[:, 0, :], axis=-1).astype(jnp.int32)
         buf_BxT = jnp.where(pos_T[None, :] == (prompt_len_B + j)[:, None], tok_B[:, None], buf_BxT)

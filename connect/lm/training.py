@@ -49,12 +49,12 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from connect import batching, checkpoints, optimizers, schedules
+from connect import batching, checkpoints, models, optimizers, schedules
 from connect.errors import UserError
 from connect.lm import corpus, run_dir
 from connect.lm.config import TrainLMConfig
 from connect.lm.flops import flops_per_token, n_params, peak_flops
-from connect.models import gpt2
+from connect.models import LMConfig
 
 
 def train(cfg: TrainLMConfig, out: str, *, seeds: Sequence[int] | None = None, progress: bool = True,
@@ -84,7 +84,7 @@ class _Run(NamedTuple):
     built by :func:`_initial_state`)."""
 
     cfg: TrainLMConfig
-    model_cfg: gpt2.GPT2Config
+    model_cfg: LMConfig
     data: corpus.Corpus
     mesh: Mesh
     micro: int
@@ -124,7 +124,7 @@ def check(cfg: TrainLMConfig, out: str, devices: Sequence | None = None) -> _Run
     return _Run(cfg, model_cfg, data, mesh, micro, dtype, resolved)
 
 
-_init = jax.jit(gpt2.init, static_argnums=1)
+_init = jax.jit(lambda key, model_cfg: models.family(model_cfg).init(key, model_cfg), static_argnums=1)
 
 
 def _initial_state(run: _Run, out: str):
@@ -200,10 +200,10 @@ def make_optimizer(cfg: TrainLMConfig, params) -> optax.GradientTransformation:
     lr, aux_lr = _schedules(cfg)
     return optimizers.make_lm(cfg.optimizer, params, lr=lr, aux_lr=aux_lr, weight_decay=cfg.weight_decay,
                               betas=tuple(cfg.betas), momentum=cfg.momentum, clip_norm=cfg.clip_norm or None,
-                              matrices=gpt2.MUON_MATRICES)
+                              matrices=models.family(cfg.model_config()).MUON_MATRICES)
 
 
-def make_step(model_cfg: gpt2.GPT2Config, optimizer: optax.GradientTransformation, compute_dtype=jnp.float32):
+def make_step(model_cfg: LMConfig, optimizer: optax.GradientTransformation, compute_dtype=jnp.float32):
     """The training step of all seeds, ``(params_S, opt_state_S, x_SxAxMxT, y_SxAxMxT) -> (params_S,
     opt_state_S, {"loss": (S,), "grad_norm": (S,)})`` (pure; jit it).
 
@@ -212,7 +212,7 @@ def make_step(model_cfg: gpt2.GPT2Config, optimizer: optax.GradientTransformatio
     """
 
     def loss_fn(params, x_MxT, y_MxT):
-        return gpt2.loss(params, x_MxT, y_MxT, model_cfg, compute_dtype=compute_dtype)
+        return models.family(model_cfg).loss(params, x_MxT, y_MxT, model_cfg, compute_dtype=compute_dtype)
 
     def one(params, opt_state, x_AxMxT, y_AxMxT):
         def micro(acc, xy):
@@ -229,18 +229,18 @@ def make_step(model_cfg: gpt2.GPT2Config, optimizer: optax.GradientTransformatio
     return jax.vmap(one)
 
 
-def evaluate(params, model_cfg: gpt2.GPT2Config, tokens: np.ndarray, *, batch_size: int, context: int,
+def evaluate(params, model_cfg: LMConfig, tokens: np.ndarray, *, batch_size: int, context: int,
              max_batches: int | None = None, compute_dtype=jnp.float32) -> float:
     """Mean next-token cross-entropy (nats) of ``params`` over the consecutive windows of ``tokens``
     (:func:`connect.lm.corpus.eval_batches`), each window weighted equally."""
-    gpt2.check_context(model_cfg, context)
+    models.family(model_cfg).check_context(model_cfg, context)
     params_S = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
     return float(_eval_losses(params_S, model_cfg, tokens, batch_size=batch_size, context=context,
                               max_batches=max_batches, compute_dtype=compute_dtype)[0])
 
 
-def load(path: str, *, allow_nonfinite: bool = False) -> tuple[dict, gpt2.GPT2Config]:
-    """Params and config of a checkpoint: a Hugging Face ``GPT2LMHeadModel`` directory, a connect LM
+def load(path: str, *, allow_nonfinite: bool = False) -> tuple[dict, LMConfig]:
+    """Params and config of a checkpoint of any language-model family: a Hugging Face directory, a connect LM
     checkpoint ``…/ckpt/step-k``, a ``…/ckpt`` or ``…/seed-s`` directory (its newest checkpoint), or a
     run directory with a single seed. Its recorded ``model_config`` is typed and must give the arrays' shapes;
     NaN or infinite weights are refused unless ``allow_nonfinite``."""
@@ -253,7 +253,7 @@ def load(path: str, *, allow_nonfinite: bool = False) -> tuple[dict, gpt2.GPT2Co
         return params, cfg
     if not os.path.isdir(path):
         raise UserError(f"checkpoint {path} not found: pass a Hugging Face directory or a connect run's seed-S/ckpt/step-K")
-    checkpoints.expect_family(path, "gpt2")
+    checkpoints.expect_family(path, models.LM_FAMILIES)
     if not checkpoints.is_complete(path):
         seed_dirs = sorted(d for d in os.listdir(path) if d.startswith("seed-") and os.path.isdir(os.path.join(path, d)))
         if len(seed_dirs) == 1:
@@ -267,8 +267,10 @@ def load(path: str, *, allow_nonfinite: bool = False) -> tuple[dict, gpt2.GPT2Co
             raise UserError(f"{path} holds no complete checkpoint: pass a directory written by `connect train-lm` or `save_pretrained`")
         path = checkpoints.step_dir(path, steps[-1])
     params, meta = checkpoints.load_checkpoint(path, allow_nonfinite=allow_nonfinite)
-    cfg = gpt2.config(checkpoints.model_config(path, meta, gpt2.GPT2Config, "gpt2"))
-    checkpoints.check_shapes(path, params, jax.eval_shape(lambda: gpt2.init(jax.random.key(0), cfg)))
+    recorded = meta.get("model")
+    fam = models.family(recorded if recorded in models.LM_FAMILIES else "gpt2")  # another value: model_config names it
+    cfg = fam.config(checkpoints.model_config(path, meta, type(fam.CONFIGS["tiny"]), fam.FAMILY))
+    checkpoints.check_shapes(path, params, jax.eval_shape(lambda: fam.init(jax.random.key(0), cfg)))
     return params, cfg
 
 
@@ -333,7 +335,7 @@ def _eval_fn(model_cfg, dtype_name: str):
     """``(params_S, x_BxT, y_BxT) -> loss_S``, jitted once per model and precision."""
     key = (model_cfg, dtype_name)
     if key not in _EVAL_FNS:
-        loss = lambda p, x, y: gpt2.loss(p, x, y, model_cfg, compute_dtype=jnp.dtype(dtype_name))
+        loss = lambda p, x, y: models.family(model_cfg).loss(p, x, y, model_cfg, compute_dtype=jnp.dtype(dtype_name))
         _EVAL_FNS[key] = jax.jit(jax.vmap(loss, in_axes=(0, None, None)))
     return _EVAL_FNS[key]
 
@@ -381,7 +383,7 @@ def _save(out, cfg, model_cfg, corpus_name, params_S, opt_S, step) -> None:
         return
     params_S, opt_S = jax.device_get((params_S, opt_S))
     for i, s in enumerate(cfg.seeds):
-        meta = {"model": "gpt2", "model_config": model_cfg.to_dict(), "step": step, "seed": s,
+        meta = {"model": models.family(model_cfg).FAMILY, "model_config": model_cfg.to_dict(), "step": step, "seed": s,
                 "optimizer": cfg.optimizer, "weight_decay": cfg.weight_decay, "data": corpus_name, "config": cfg.to_dict()}
         directory = run_dir.ckpt_dir(out, s)
         checkpoints.save_train_state(checkpoints.step_dir(directory, step), batching.take(params_S, i), batching.take(opt_S, i), meta)

@@ -40,6 +40,8 @@ import jax.numpy as jnp
 
 from connect.errors import UserError
 
+#: The family's name, recorded as ``"model"`` in its checkpoints (:mod:`connect.models`).
+FAMILY = "gpt2"
 
 @dataclasses.dataclass(frozen=True)
 class GPT2Config:
@@ -56,6 +58,20 @@ class GPT2Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def d_model(self) -> int:
+        """Width of the residual stream."""
+        return self.n_embd
+
+    @property
+    def n_layers(self) -> int:
+        return self.n_layer
+
+    @property
+    def context_limit(self) -> int:
+        """The longest window the model reads (learned positions)."""
+        return self.n_positions
 
 
 #: Named configurations. ``seed-paper`` is the model of Zhang et al., "Optimizer-Induced Mode
@@ -278,12 +294,14 @@ def symmetry(cfg: GPT2Config) -> dict:
     }
 
 
-#: The residual stream may be rotated by an orthogonal R with R𝟙 = 𝟙 once the LayerNorm gains are folded
-#: (:mod:`connect.lm.alignment`): residual-reading kernels and the LayerNorm before each ...
-RESIDUAL_READERS = {("attn", "c_attn"): "ln_1", ("mlp", "c_fc"): "ln_2"}
-#: ... and residual-writing layers (kernel ``(L, I, D)``, bias ``(L, D)``).
-RESIDUAL_WRITERS = (("attn", "c_proj"), ("mlp", "c_proj"))
-ROTATES_RESIDUAL = True
+#: The residual stream, for rotations (:mod:`connect.lm.alignment`): the stacked layers' key, the embeddings
+#: ``(rows, D)``, the tied embedding and the untied head, the final norm, the residual-reading layers (kernel
+#: ``(L, D, O)``) with the norm before each, the residual-writing layers (kernel ``(L, I, D)``, bias ``(L, D)``)
+#: and the norm's kind (``layer``: LayerNorm, rotations must fix 𝟙; ``rms``: RMSNorm, any rotation).
+RESIDUAL = {"layers": "h", "embeddings": ("wte", "wpe"), "tied": "wte", "head": "lm_head", "final_norm": "ln_f",
+            "readers": {("attn", "c_attn"): "ln_1", ("mlp", "c_fc"): "ln_2"},
+            "writers": (("attn", "c_proj"), ("mlp", "c_proj")), "norm": "layer"}
+RESIDUAL_READERS, RESIDUAL_WRITERS = RESIDUAL["readers"], RESIDUAL["writers"]
 
 
 # --- the family's weight matrices (one naming for spectra, constraint norms and Muon's split) -----------

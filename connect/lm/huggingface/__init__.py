@@ -1,71 +1,53 @@
-"""Hugging Face ``GPT2LMHeadModel`` checkpoints to and from :mod:`connect.models.gpt2` params.
+"""Hugging Face checkpoints to and from connect params, for every language-model family.
 
-A checkpoint directory is what ``transformers``' ``save_pretrained`` writes: ``config.json``
-plus ``model.safetensors`` (or shards listed in ``model.safetensors.index.json``). Reading uses
-``safetensors.numpy`` only: no torch, no pickle, no network. Hugging Face's ``Conv1D`` stores
-kernels ``(in, out)`` exactly as connect does, so the conversion only renames keys and stacks
-the per-layer arrays on a leading axis::
+A checkpoint directory is what ``transformers``' ``save_pretrained`` writes: ``config.json`` plus
+``model.safetensors`` (or shards listed in ``model.safetensors.index.json``). ``config.json``'s ``model_type``
+picks the family (:data:`MODEL_TYPES`); each family's module here (:mod:`.gpt2`, :mod:`.llama`, :mod:`.gpt_neox`)
+reads and writes its config fields and names its tensors — Hugging Face key -> (connect leaf, layer of the
+stacked leaf, transposed) — and this module does the rest for all of them: the shapes (from the family's
+``init`` at that config), stacking layers, transposing ``nn.Linear`` weights, dtypes (float32, bfloat16 and
+float16 read exactly and written on request) and shards. Reading uses ``safetensors`` only: no torch, no
+pickle, no network.
 
-    transformer.wte.weight              (V, D)   <->  wte
-    transformer.wpe.weight              (P, D)   <->  wpe
-    transformer.h.{i}.ln_1.weight|bias  (D,)     <->  h.ln_1.scale|bias[i]
-    transformer.h.{i}.attn.c_attn.*     (D, 3D)  <->  h.attn.c_attn.kernel|bias[i]
-    transformer.h.{i}.attn.c_proj.*     (D, D)   <->  h.attn.c_proj.kernel|bias[i]
-    transformer.h.{i}.ln_2.weight|bias  (D,)     <->  h.ln_2.scale|bias[i]
-    transformer.h.{i}.mlp.c_fc.*        (D, F)   <->  h.mlp.c_fc.kernel|bias[i]
-    transformer.h.{i}.mlp.c_proj.*      (F, D)   <->  h.mlp.c_proj.kernel|bias[i]
-    transformer.ln_f.weight|bias        (D,)     <->  ln_f.scale|bias
-    lm_head.weight                      (V, D)   <->  lm_head (untied heads only)
-
-Keys without the ``transformer.`` prefix (the original ``openai-community/gpt2`` upload) load
-too; the causal-mask buffers ``attn.bias`` / ``attn.masked_bias`` are ignored.
-
-A directory from elsewhere is untrusted: every ``config.json`` field used is type checked, each
-safetensors header is checked before any data is read (:mod:`connect.lm.safetensors_file`), and the
-shard names of ``model.safetensors.index.json`` must stay inside the directory; any malformed file
-ends in one :class:`UserError` line naming the file and the fix.
+A directory from elsewhere is untrusted: every ``config.json`` field used is type checked
+(:mod:`.fields`), each safetensors header is checked before any data is read
+(:mod:`connect.lm.safetensors_file`), and the shard names of ``model.safetensors.index.json`` must stay inside
+the directory; any malformed file, unknown ``model_type`` or unsupported option ends in one
+:class:`UserError` line naming the file and the fix.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
-import sys
 import tempfile
+from types import ModuleType
 
+import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import safetensors.numpy
 
-from connect import io
+from connect import io, models
 from connect.errors import UserError
 from connect.lm import safetensors_file
-from connect.models import gpt2
+from connect.lm.huggingface.fields import json_type, shown
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-
-#: Activations equal to connect's tanh-GELU (``gelu_pytorch_tanh`` is the same formula in torch).
-_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
-#: ``config.json`` fields that must be positive integers, and the boolean ones with their GPT-2 defaults.
-_INT_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
-_BOOL_FIELDS = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
-                "add_cross_attention": False, "tie_word_embeddings": True}
+#: ``model_type`` of ``config.json`` -> the module of this package that reads it.
+MODEL_TYPES = {"gpt2": "gpt2", "llama": "llama", "qwen2": "llama", "mistral": "llama", "gpt_neox": "gpt_neox"}
+#: Dtypes :func:`save_pretrained` writes (``config.json``'s ``dtype`` names them as torch does).
+SAVE_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 #: ``config.json`` and ``model.safetensors.index.json`` larger than this are refused before they are read.
 _MAX_JSON_BYTES = 2**24
-
-#: Hugging Face leaf name -> connect leaf name, per transformer block.
-_BLOCK_KEYS = {
-    "ln_1.weight": ("ln_1", "scale"), "ln_1.bias": ("ln_1", "bias"),
-    "attn.c_attn.weight": ("attn", "c_attn", "kernel"), "attn.c_attn.bias": ("attn", "c_attn", "bias"),
-    "attn.c_proj.weight": ("attn", "c_proj", "kernel"), "attn.c_proj.bias": ("attn", "c_proj", "bias"),
-    "ln_2.weight": ("ln_2", "scale"), "ln_2.bias": ("ln_2", "bias"),
-    "mlp.c_fc.weight": ("mlp", "c_fc", "kernel"), "mlp.c_fc.bias": ("mlp", "c_fc", "bias"),
-    "mlp.c_proj.weight": ("mlp", "c_proj", "kernel"), "mlp.c_proj.bias": ("mlp", "c_proj", "bias"),
-}
-_IGNORED = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
+#: Heads some writers store although the model ties them to the input embedding (dropped when reading).
+_TIED_HEADS = ("lm_head.weight", "embed_out.weight")
+_LAYER = re.compile(r"(?:^|\.)(?:h|layers)\.(\d+)\.")
 
 
 def is_pretrained_dir(path: str) -> bool:
@@ -74,8 +56,9 @@ def is_pretrained_dir(path: str) -> bool:
             and any(os.path.isfile(os.path.join(path, f)) for f in (WEIGHTS_FILE, INDEX_FILE)))
 
 
-def load_pretrained(directory: str) -> tuple[dict, gpt2.GPT2Config]:
-    """Params (float32) and config of the ``GPT2LMHeadModel`` checkpoint in ``directory``; every shape asserted."""
+def load_pretrained(directory: str) -> tuple[dict, object]:
+    """Params (float32) and config of the Hugging Face checkpoint in ``directory``, of any supported family;
+    every shape asserted."""
     if not os.path.isdir(directory):
         raise UserError(f"Hugging Face checkpoint {directory} is not a directory: pass the folder `save_pretrained` wrote")
     config_path = os.path.join(directory, CONFIG_FILE)
@@ -86,84 +69,135 @@ def load_pretrained(directory: str) -> tuple[dict, gpt2.GPT2Config]:
     return params_from_hf(tensors, cfg, source=directory), cfg
 
 
-def save_pretrained(params: dict, cfg: gpt2.GPT2Config, directory: str) -> None:
-    """Write ``params`` as a ``GPT2LMHeadModel`` directory that ``transformers`` loads (float32, atomically)."""
-    if os.path.exists(os.path.join(directory, INDEX_FILE)):
-        raise UserError(f"{os.path.join(directory, INDEX_FILE)} exists and would shadow the new weights: "
-                        "save to an empty directory")
-    tensors = params_to_hf(params, cfg)
+def save_pretrained(params: dict, cfg, directory: str, *, dtype: str = "float32", max_shard_bytes: int | None = None) -> None:
+    """Write ``params`` as a Hugging Face directory that ``transformers``' ``from_pretrained`` loads: weights in
+    ``dtype`` (float32, bfloat16 or float16), in one ``model.safetensors`` or, past ``max_shard_bytes``, in shards
+    listed by ``model.safetensors.index.json``; every file atomically, ``config.json`` last."""
+    if dtype not in SAVE_DTYPES:
+        raise UserError(f"dtype {dtype!r} cannot be saved: use one of {', '.join(SAVE_DTYPES)}")
+    tensors = {k: np.ascontiguousarray(v.astype(SAVE_DTYPES[dtype])) for k, v in params_to_hf(params, cfg).items()}
+    shards = _shards(tensors, max_shard_bytes)
+    stale = os.path.join(directory, INDEX_FILE if len(shards) == 1 else WEIGHTS_FILE)
+    if os.path.exists(stale):
+        raise UserError(f"{stale} exists and would shadow or mix with the new weights: save to an empty directory")
     os.makedirs(directory, exist_ok=True)
-    _write_bytes_atomic(os.path.join(directory, WEIGHTS_FILE), safetensors.numpy.save(tensors, metadata={"format": "pt"}))
-    io.write_json_atomic(os.path.join(directory, CONFIG_FILE), config_to_hf(cfg))  # last: a complete dir has both
+    names = [WEIGHTS_FILE] if len(shards) == 1 else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for name, shard in zip(names, shards):
+        _write_bytes_atomic(os.path.join(directory, name), safetensors.numpy.save(shard, metadata={"format": "pt"}))
+    if len(shards) > 1:
+        weight_map = {key: name for name, shard in zip(names, shards) for key in shard}
+        total = sum(v.nbytes for v in tensors.values())
+        io.write_json_atomic(os.path.join(directory, INDEX_FILE), {"metadata": {"total_size": total}, "weight_map": weight_map})
+    io.write_json_atomic(os.path.join(directory, CONFIG_FILE), {**config_to_hf(cfg), "dtype": dtype})  # last
 
 
-def config_from_hf(hf_config: dict, *, source: str = CONFIG_FILE) -> gpt2.GPT2Config:
-    """A :class:`GPT2Config` from a Hugging Face GPT-2 ``config.json`` dict; UserError for a mistyped field or a
-    feature connect lacks (one line naming the field)."""
+def _shards(tensors: dict[str, np.ndarray], max_bytes: int | None) -> list[dict[str, np.ndarray]]:
+    """``tensors`` split, in order, into shards of at most ``max_bytes`` (a larger tensor alone in its shard)."""
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+        raise UserError(f"max_shard_bytes={max_bytes!r} is invalid: use a positive number of bytes or None for one file")
+    shards, size = [{}], 0
+    for key, value in tensors.items():
+        if max_bytes is not None and shards[-1] and size + value.nbytes > max_bytes:
+            shards, size = shards + [{}], 0
+        shards[-1][key] = value
+        size += value.nbytes
+    return shards
+
+
+def family_module(model_type_or_cfg) -> ModuleType:
+    """This package's module for a ``model_type`` string or a connect config object."""
+    if isinstance(model_type_or_cfg, str):
+        return importlib.import_module(f"{__name__}.{MODEL_TYPES[model_type_or_cfg]}")
+    return importlib.import_module(f"{__name__}.{models.family(model_type_or_cfg).FAMILY}")
+
+
+def config_from_hf(hf_config: dict, *, source: str = CONFIG_FILE):
+    """The connect config of a Hugging Face ``config.json`` dict, by its ``model_type`` (GPT-2 when absent, as the
+    oldest GPT-2 uploads); UserError for an unknown model type, a mistyped field or an unsupported option."""
     if not isinstance(hf_config, dict):
-        raise UserError(f"{source} holds a JSON {_json_type(hf_config)}, not an object: pass the config.json `save_pretrained` writes")
+        raise UserError(f"{source} holds a JSON {json_type(hf_config)}, not an object: pass the config.json `save_pretrained` writes")
     model_type = hf_config.get("model_type", "gpt2")
     if not isinstance(model_type, str):
-        raise UserError(f"{source} field model_type = {_shown(model_type)} is not a string: "
-                        "pass a GPT-2 config.json (model_type 'gpt2') written by `save_pretrained`")
-    if model_type != "gpt2":
-        raise UserError(f"{source} has model_type {_shown(model_type)}: only GPT-2 checkpoints (model_type 'gpt2') are supported")
-    missing = [k for k in _INT_FIELDS if k not in hf_config]
-    if missing:
-        raise UserError(f"{source} lacks {', '.join(missing)}: pass a GPT-2 config.json written by `save_pretrained`")
-    ints, flags, activation, eps = _typed_fields(hf_config, source)
-    unsupported = {
-        "activation_function": activation not in _ACTIVATIONS,
-        "scale_attn_weights": not flags["scale_attn_weights"],
-        "scale_attn_by_inverse_layer_idx": flags["scale_attn_by_inverse_layer_idx"],
-        "reorder_and_upcast_attn": flags["reorder_and_upcast_attn"],
-        "add_cross_attention": flags["add_cross_attention"],
-    }
-    for key, bad in unsupported.items():
-        if bad:
-            raise UserError(f"{source} sets {key}={_shown(hf_config.get(key))}, which connect's GPT-2 does not implement: "
-                            f"use a checkpoint with the GPT-2 defaults (activation {'/'.join(_ACTIVATIONS)}, "
-                            "scale_attn_weights true, the others false)")
-    return gpt2.config(gpt2.GPT2Config(**ints, tie_word_embeddings=flags["tie_word_embeddings"], layer_norm_epsilon=eps))
+        raise UserError(f"{source} field model_type = {shown(model_type)} is not a string: "
+                        f"pass a config.json written by `save_pretrained` (model_type one of {', '.join(MODEL_TYPES)})")
+    if model_type not in MODEL_TYPES:
+        raise UserError(f"{source} has model_type {shown(model_type)}, which connect does not read: "
+                        f"pass a checkpoint of one of {', '.join(MODEL_TYPES)}")
+    return family_module(model_type).config_from_hf(hf_config, source)
 
 
-def _typed_fields(hf_config: dict, source: str) -> tuple[dict[str, int], dict[str, bool], str, float]:
-    """The integer fields (``n_inner`` defaulting to 4·n_embd), the boolean ones, the activation and the LayerNorm
-    epsilon of ``config.json``, each type checked (ints positive, booleans true/false, the epsilon finite and > 0)."""
-
-    def refuse(key, want):
-        return UserError(f"{source} field {key} = {_shown(hf_config[key])} is not {want}: "
-                         "fix the field or re-save the model with `save_pretrained`")
-
-    ints = {}
-    for key in (*_INT_FIELDS, "n_inner"):
-        value = hf_config.get(key)
-        if key == "n_inner" and value is None:
-            value = 4 * ints["n_embd"]
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise refuse(key, "a positive integer")
-        ints[key] = value
-    flags = {key: hf_config.get(key, default) for key, default in _BOOL_FIELDS.items()}
-    for key, value in flags.items():
-        if not isinstance(value, bool):
-            raise refuse(key, "a boolean (true or false)")
-    activation = hf_config.get("activation_function", "gelu_new")
-    if not isinstance(activation, str):
-        raise refuse("activation_function", "a string")
-    eps = hf_config.get("layer_norm_epsilon", 1e-5)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= sys.float_info.max:  # NaN fails too
-        raise refuse("layer_norm_epsilon", "a finite positive number")
-    return ints, flags, activation, float(eps)
+def config_to_hf(cfg) -> dict:
+    """The Hugging Face ``config.json`` dict of a connect config."""
+    return family_module(cfg).config_to_hf(cfg)
 
 
-def _shown(value) -> str:
-    """``repr(value)`` cut to 60 characters, for messages about untrusted values."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _expected(cfg) -> dict[str, tuple[tuple[str, ...], int | None, bool, tuple[int, ...]]]:
+    """Hugging Face key -> (connect leaf path, layer, transposed, the Hugging Face shape), from the family's
+    ``init`` shapes at ``cfg``."""
+    shapes = jax.eval_shape(lambda: models.family(cfg).init(jax.random.key(0), cfg))
+    out = {}
+    for key, (path, layer, transposed) in family_module(cfg).tensor_names(cfg).items():
+        shape = tuple(_get(shapes, path).shape)
+        shape = shape[1:] if layer is not None else shape
+        out[key] = (path, layer, transposed, shape[::-1] if transposed else shape)
+    return out
 
 
-def _json_type(value) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+def params_from_hf(tensors: dict[str, np.ndarray], cfg, *, source: str = "checkpoint") -> dict:
+    """connect params (float32) from Hugging Face tensors of ``cfg``'s family; keys and shapes asserted."""
+    fam = family_module(cfg)
+    layers = {m.group(1) for key in tensors if (m := _LAYER.search(key))}
+    if cfg.n_layers > len(layers):  # before listing the expected keys: a config may claim 10¹⁸ layers
+        raise UserError(f"{source} holds the weights of {len(layers)} layers but its config.json says {cfg.n_layers} layers: "
+                        "pass a checkpoint whose config.json matches its weights")
+    expected = _expected(cfg)
+    given = {}
+    for key, value in tensors.items():
+        if fam.IGNORED.match(key) or (cfg.tie_word_embeddings and key in _TIED_HEADS):
+            continue  # buffers, and a tied head some writers store too (it is the input embedding)
+        if fam.OPTIONAL_PREFIX and key not in expected and fam.OPTIONAL_PREFIX + key in expected:
+            key = fam.OPTIONAL_PREFIX + key
+        given[key] = value
+    unexpected = sorted(set(given) - set(expected))
+    if unexpected:
+        raise UserError(f"{source} has unexpected key {shown(unexpected[0])} ({len(unexpected)} in all): "
+                        f"pass a {'/'.join(fam.MODEL_TYPES.values())} checkpoint whose config.json matches its weights")
+    leaves: dict = {}
+    for key, (path, layer, transposed, shape) in expected.items():
+        if key not in given:
+            raise UserError(f"{source} lacks key {key!r} (expected shape {shape}): "
+                            "pass a complete checkpoint whose config.json matches its weights")
+        if tuple(given[key].shape) != shape:
+            raise UserError(f"{source} key {key!r} has shape {tuple(given[key].shape)}, expected {shape}: "
+                            "pass a checkpoint whose config.json matches its weights")
+        x = np.asarray(given[key], dtype=np.float32)
+        leaves.setdefault(path, {})[layer] = x.T if transposed else x
+    params: dict = {}
+    for path, by_layer in leaves.items():
+        x = by_layer[None] if None in by_layer else np.stack([by_layer[i] for i in range(len(by_layer))])
+        _set(params, path, jnp.asarray(x))
+    return params
+
+
+def params_to_hf(params: dict, cfg) -> dict[str, np.ndarray]:
+    """Hugging Face tensors (float32, named as ``save_pretrained`` names them) of connect params; shapes asserted."""
+    expected = _expected(cfg)
+    want = {path for path, *_ in expected.values()}
+    have = {tuple(str(k.key) for k in kp) for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    if have != want:
+        odd = sorted(have ^ want)[0]
+        raise UserError(f"params {'have' if odd in have else 'lack'} {'.'.join(odd)!r}, which does not fit the config "
+                        f"({'tied' if cfg.tie_word_embeddings else 'untied'} head): pass the config the params were trained with")
+    out = {}
+    for key, (path, layer, transposed, shape) in expected.items():
+        x = np.asarray(_get(params, path), dtype=np.float32)
+        x = x[layer] if layer is not None else x
+        x = x.T if transposed else x
+        if tuple(x.shape) != shape:
+            raise UserError(f"params for {key!r} have shape {tuple(x.shape)}, expected {shape}: "
+                            "pass the config the params were trained with")
+        out[key] = np.ascontiguousarray(x)
+    return out
 
 
 def _read_json(path: str, fix: str):
@@ -180,104 +214,6 @@ def _read_json(path: str, fix: str):
         why = "not UTF-8" if isinstance(e, UnicodeDecodeError) else "nested too deeply" if isinstance(e, RecursionError) else (
             f"{e.msg} at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else "not JSON")
         raise UserError(f"{path} is not readable JSON ({why}): {fix}") from None
-
-
-def config_to_hf(cfg: gpt2.GPT2Config) -> dict:
-    """The Hugging Face ``config.json`` dict of ``cfg`` (dropout 0: connect's model has none)."""
-    eos = 50256 if cfg.vocab_size == 50257 else None  # GPT-2 BPE's <|endoftext|>; other vocabularies have none
-    return {
-        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
-        "vocab_size": cfg.vocab_size, "n_positions": cfg.n_positions, "n_embd": cfg.n_embd,
-        "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_inner": cfg.n_inner,
-        "activation_function": "gelu_new", "layer_norm_epsilon": cfg.layer_norm_epsilon,
-        "tie_word_embeddings": cfg.tie_word_embeddings,
-        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "initializer_range": gpt2.INIT_STD,
-        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
-        "use_cache": True, "bos_token_id": eos, "eos_token_id": eos, "dtype": "float32",
-    }
-
-
-def params_from_hf(tensors: dict[str, np.ndarray], cfg: gpt2.GPT2Config, *, source: str = "checkpoint") -> dict:
-    """connect params from Hugging Face tensors (with or without the ``transformer.`` prefix), shapes asserted."""
-    stripped = {}
-    for key, value in tensors.items():
-        name = key[len("transformer."):] if key.startswith("transformer.") else key
-        if _IGNORED.match(name):
-            continue
-        stripped[name] = value
-    layers = {m.group(1) for name in stripped if (m := re.match(r"h\.(\d+)\.", name))}
-    if cfg.n_layer > len(layers):  # before listing the expected keys: a config may claim 10¹⁸ layers
-        raise UserError(f"{source} holds the weights of {len(layers)} layers but its config.json says n_layer={cfg.n_layer}: "
-                        "pass a checkpoint whose config.json matches its weights")
-    expected = _hf_shapes(cfg)
-    if cfg.tie_word_embeddings:
-        stripped.pop("lm_head.weight", None)  # some writers store the tied head too; it is wte
-    unexpected = sorted(set(stripped) - set(expected))
-    if unexpected:
-        raise UserError(f"{source} has unexpected key {_shown(unexpected[0])} ({len(unexpected)} in all): "
-                        "pass a GPT2LMHeadModel checkpoint whose config.json matches its weights")
-    for name, shape in expected.items():
-        if name not in stripped:
-            raise UserError(f"{source} lacks key {_display(name)!r} (expected shape {shape}): "
-                            "pass a complete GPT2LMHeadModel checkpoint whose config.json matches its weights")
-        if tuple(stripped[name].shape) != shape:
-            raise UserError(f"{source} key {_display(name)!r} has shape {tuple(stripped[name].shape)}, expected {shape}: "
-                            "pass a checkpoint whose config.json matches its weights")
-
-    def get(name):
-        return jnp.asarray(np.asarray(stripped[name], dtype=np.float32))
-
-    blocks: dict = {}
-    for hf_name, path in _BLOCK_KEYS.items():
-        stacked = np.stack([np.asarray(stripped[f"h.{i}.{hf_name}"], dtype=np.float32) for i in range(cfg.n_layer)])
-        _set(blocks, path, jnp.asarray(stacked))
-    params = {"wte": get("wte.weight"), "wpe": get("wpe.weight"), "h": blocks,
-              "ln_f": {"scale": get("ln_f.weight"), "bias": get("ln_f.bias")}}
-    if not cfg.tie_word_embeddings:
-        params["lm_head"] = get("lm_head.weight")
-    return params
-
-
-def params_to_hf(params: dict, cfg: gpt2.GPT2Config) -> dict[str, np.ndarray]:
-    """Hugging Face tensors (float32, ``transformer.`` prefixed) of connect params, shapes asserted."""
-    if ("lm_head" in params) == cfg.tie_word_embeddings:
-        raise UserError(f"params {'have' if 'lm_head' in params else 'lack'} 'lm_head' but the config has "
-                        f"tie_word_embeddings={cfg.tie_word_embeddings}: pass the config the params were trained with")
-    flat = {"wte.weight": params["wte"], "wpe.weight": params["wpe"],
-            "ln_f.weight": params["ln_f"]["scale"], "ln_f.bias": params["ln_f"]["bias"]}
-    for hf_name, path in _BLOCK_KEYS.items():
-        stacked = _get(params["h"], path)
-        for i in range(stacked.shape[0]):
-            flat[f"h.{i}.{hf_name}"] = stacked[i]
-    if not cfg.tie_word_embeddings:
-        flat["lm_head.weight"] = params["lm_head"]
-    expected = _hf_shapes(cfg)
-    for name, shape in expected.items():
-        if name not in flat or tuple(flat[name].shape) != shape:
-            found = tuple(flat[name].shape) if name in flat else "missing"
-            raise UserError(f"params for {_display(name)!r} have shape {found}, expected {shape}: "
-                            "pass the config the params were trained with")
-    return {_display(name): np.ascontiguousarray(np.asarray(value, dtype=np.float32)) for name, value in flat.items()}
-
-
-def _hf_shapes(cfg: gpt2.GPT2Config) -> dict[str, tuple[int, ...]]:
-    """Hugging Face key (without the ``transformer.`` prefix) -> shape, for every tensor of ``cfg``."""
-    V, P, D, F = cfg.vocab_size, cfg.n_positions, cfg.n_embd, cfg.n_inner
-    block = {"ln_1.weight": (D,), "ln_1.bias": (D,), "attn.c_attn.weight": (D, 3 * D), "attn.c_attn.bias": (3 * D,),
-             "attn.c_proj.weight": (D, D), "attn.c_proj.bias": (D,), "ln_2.weight": (D,), "ln_2.bias": (D,),
-             "mlp.c_fc.weight": (D, F), "mlp.c_fc.bias": (F,), "mlp.c_proj.weight": (F, D), "mlp.c_proj.bias": (D,)}
-    shapes = {"wte.weight": (V, D), "wpe.weight": (P, D)}
-    for i in range(cfg.n_layer):
-        shapes.update({f"h.{i}.{k}": s for k, s in block.items()})
-    shapes.update({"ln_f.weight": (D,), "ln_f.bias": (D,)})
-    if not cfg.tie_word_embeddings:
-        shapes["lm_head.weight"] = (V, D)
-    return shapes
-
-
-def _display(name: str) -> str:
-    """The key as ``save_pretrained`` writes it (``transformer.`` prefix except on the head)."""
-    return name if name == "lm_head.weight" else f"transformer.{name}"
 
 
 def _get(tree: dict, path: tuple[str, ...]):
@@ -321,7 +257,7 @@ def _shard_names(index: str) -> list[str]:
         raise UserError(f"{index} is not a safetensors index with a 'weight_map' object (tensor name -> shard file): {fix}")
     for name in weight_map.values():
         if not isinstance(name, str) or not name:
-            raise UserError(f"{index} maps a tensor to {_shown(name)}, not a shard file name: {fix}")
+            raise UserError(f"{index} maps a tensor to {shown(name)}, not a shard file name: {fix}")
     return sorted(set(weight_map.values()))
 
 
@@ -331,7 +267,7 @@ def _shard_path(directory: str, name: str) -> str:
     cache snapshot (``…/snapshots/REV/``), in the cache's ``blobs/`` folder that its files link to."""
     parts = name.replace("\\", "/").split("/")
     if os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts or any(c < " " for c in name):
-        raise UserError(f"{os.path.join(directory, INDEX_FILE)} names shard {_shown(name)}, not a file name inside the "
+        raise UserError(f"{os.path.join(directory, INDEX_FILE)} names shard {shown(name)}, not a file name inside the "
                         "model directory: list each shard by its name in the directory (no '..', no absolute path)")
     path = os.path.join(directory, name)
     home = os.path.realpath(directory)

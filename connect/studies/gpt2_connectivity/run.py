@@ -39,14 +39,14 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from connect import barrier, optimizers
+from connect import barrier, models, optimizers
 from connect.errors import UserError
 from connect.io import check_directory, claim_directory, run_lock, write_json_atomic
-from connect.lm import alignment as align_gpt2
+from connect.lm import alignment as lm_alignment
 from connect.lm import corpus, planes
 from connect.lm import paths as lm_paths
 from connect.lm import training as lm_training
-from connect.models import gpt2
+from connect.models import LMConfig
 from connect.studies.gpt2_connectivity.config import EMBEDDED_OOD, StudyConfig
 
 
@@ -97,10 +97,19 @@ def load_ood(ood_data: str, data: corpus.Corpus, *, tokenizer: str = "", val_fra
 # --- one pair ---------------------------------------------------------------------------------------
 
 
-def measure_pair(theta_a, theta_b, model_cfg: gpt2.GPT2Config, data: corpus.Corpus, cfg: StudyConfig, *, path_optimizer: str,
+def spectra_matrix(cfg, model_cfg: LMConfig) -> str:
+    """``cfg.spectra_matrix`` checked against the model, or when empty layer 0's first MLP matrix of its family
+    (``h.0.mlp.c_fc``, ``layers.0.mlp.gate_proj``, ``layers.0.mlp.dense_h_to_4h``)."""
+    fam = models.family(model_cfg)
+    if cfg.spectra_matrix:
+        return fam.checked_matrix_names(model_cfg, [cfg.spectra_matrix])[0]
+    return next(name for names in models.layer_matrices(model_cfg).values() for name in names[:1] if ".mlp." in name)
+
+
+def measure_pair(theta_a, theta_b, model_cfg: LMConfig, data: corpus.Corpus, cfg: StudyConfig, *, path_optimizer: str,
                  ood_tokens: np.ndarray | None = None, context: int | None = None, plane: bool = False,
                  weight_decay: float = 0.1, ts_T=None, progress=None) -> dict:
-    """Every path kind of ``cfg.paths`` between two GPT-2s, raw and (``cfg.align``) aligned, on the t-grid ``ts_T``
+    """Every path kind of ``cfg.paths`` between two models of one family, raw and (``cfg.align``) aligned, on the t-grid ``ts_T``
     (default ``cfg.t_points`` evenly spaced); see the module docstring.
 
     Returns ``{"alignment_report" (distances after each alignment step), "alignment" (its
@@ -108,15 +117,15 @@ def measure_pair(theta_a, theta_b, model_cfg: gpt2.GPT2Config, data: corpus.Corp
     "objective", "spectra"}], "planes": [{"alignment", …}]}``. ``weight_decay`` is the λ of the constraint norms.
     """
     model_cfg = lm_paths.check_pair(theta_a, model_cfg, theta_b, model_cfg)
-    gpt2.checked_matrix_names(model_cfg, [cfg.spectra_matrix])  # a missing matrix fails now, not after learning
+    matrix = spectra_matrix(cfg, model_cfg)  # a missing matrix fails now, not after learning
     ts_T = lm_paths.check_grid(barrier.grid(cfg.t_points) if ts_T is None else ts_T)
     if 0.0 not in ts_T or 1.0 not in ts_T:  # checked before any path is learned
         raise UserError(f"the t-grid {ts_T.tolist()} must contain both endpoints 0 and 1 for barriers: add them")
-    context = context or model_cfg.n_positions
+    context = context or model_cfg.context_limit
     versions = [("raw", theta_a, theta_b, model_cfg)]
     summary = None
     if cfg.align:
-        al = align_gpt2.align(theta_a, theta_b, model_cfg)
+        al = lm_alignment.align(theta_a, theta_b, model_cfg)
         versions.append(("aligned", al.params_a, al.params_b, al.cfg))
         summary = al.summary()
     eval_kw = dict(batch_size=cfg.eval_batch_size, context=context, max_batches=cfg.eval_batches or None)
@@ -135,7 +144,7 @@ def measure_pair(theta_a, theta_b, model_cfg: gpt2.GPT2Config, data: corpus.Corp
             curve = lm_paths.evaluate_path(kind, nodes_K, mcfg, data.val, ts_T, ood_tokens=ood_tokens, t_chunk=cfg.t_chunk or None, **eval_kw)
             spec = lm_paths.spectra_along_path(kind, nodes_K, mcfg, ts_T, weight_decay=weight_decay)
             out["paths"].append({"path": kind, "alignment": alignment, "curve": curve, "objective": np.asarray(obj).tolist(),
-                                 "spectra": _spectra_record(spec, cfg.spectra_matrix)})
+                                 "spectra": _spectra_record(spec, matrix)})
             if plane and kind != "linear":
                 bend = jax.tree.map(lambda x: x[1], nodes_K)
                 pl = planes.plane_losses(a, b, bend, mcfg, data.val, n_points=cfg.plane_points, margin=cfg.plane_margin,
@@ -171,7 +180,7 @@ def run(cfg: StudyConfig, out: str, *, progress: bool = True, finish=None) -> di
                 print(f"training {cfg.seeds} {opt} seeds into {os.path.join(out, 'train', opt)}", file=sys.stderr)
             lm_training.train(tcfg, os.path.join(out, "train", opt), progress=progress)
         records = _measure_pairs(cfg, out, train_cfgs, data, ood_tokens, progress)
-        results = {"corpus": data.name, "ood_corpus": ood_name or None, "spectra_matrix": cfg.spectra_matrix,
+        results = {"corpus": data.name, "ood_corpus": ood_name or None, "spectra_matrix": spectra_matrix(cfg, train_cfgs[cfg.optimizers[0]].model_config()),
                    "optimizers": cfg.optimizers, "pairs": records}
         write_json_atomic(os.path.join(out, "results.json"), results)
         if finish is not None:
@@ -191,7 +200,7 @@ def _check(cfg: StudyConfig, out: str):
     if other:
         raise UserError(f"{other[0]} trains another architecture than {cfg.optimizers[0]} (train_by changes the model): "
                         "pairs need one architecture; give every optimizer the same model settings")
-    gpt2.checked_matrix_names(first.model_cfg, [cfg.spectra_matrix])
+    spectra_matrix(cfg, first.model_cfg)
     ood_name, ood_tokens = load_ood(cfg.ood_data, first.data, tokenizer=first.cfg.tokenizer, val_fraction=first.cfg.val_fraction)
     if ood_tokens is not None:
         corpus.check_windows(ood_tokens, 1, first.cfg.context)
