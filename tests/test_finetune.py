@@ -1,6 +1,7 @@
 """Finetuning study: a zero-step finetune forgets exactly nothing, a 3-step finetune with every method records
 consistent fields, resume skips finished points, Pareto fronts, ΔW statistics and activation norms against brute
-force / numpy, the run module loads no matplotlib, bad input is one UserError."""
+force / numpy, the run module loads no matplotlib, bad input is one UserError; a Hugging Face Llama directory is
+finetuned (full and LoRA) with its own matrix names, and ΔW statistics name GPT-NeoX's."""
 
 import json
 import math
@@ -12,11 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from connect import checkpoints, config
+from connect import checkpoints, config, models
 from connect.errors import UserError
-from connect.lm import tasks
+from connect.lm import huggingface, tasks
 from connect.lm import training as lm_training
-from connect.models import gpt2
+from connect.models import gpt2, gpt_neox, llama
 from connect.studies.finetune import analysis, plots
 from connect.studies.finetune import run as finetune
 from connect.studies.finetune.config import FinetuneConfig
@@ -221,3 +222,52 @@ def test_experiment_config_tables_load_and_validate():
     assert differ == {"data_sizes", "size_method", "size_lr"}  # the defaults are the tiny table without the size comparison
     with pytest.raises(UserError, match="no \\[huge\\] table"):
         config.load(FinetuneConfig, path, variant="huge")
+
+
+LLAMA = llama.config("tiny", hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1, max_position_embeddings=32)
+LLAMA_KINDS = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+               "mlp.down_proj"}
+
+
+def test_llama_from_a_hugging_face_directory_full_and_lora(study):
+    """A tiny Llama saved as a Hugging Face directory: full finetuning (AdamW, and Muon on the family's matrices) and
+    LoRA run end to end, and the per-matrix statistics carry the Llama names, a value per layer."""
+    hf_dir = str(study / "llama-hf")
+    huggingface.save_pretrained(jax.jit(llama.init, static_argnums=1)(jax.random.key(0), LLAMA), LLAMA, hf_dir)
+    out = str(study / "llama-run")
+    finetune.run(_cfg(study, pretrained=[hf_dir], methods=["adamw", "muon", "lora"], seeds=[0]), out, progress=False)
+    points = {p["method"]: p for p in analysis.load_points(out)}
+    assert set(points) == {"adamw", "muon", "lora"}
+    for m, p in points.items():
+        assert p["pretraining_optimizer"] == "unknown" and p["pretrained"] == "llama-hf"
+        assert p["forgetting"] == p["val_loss_after"] - p["val_loss_before"] != 0.0
+        assert p["path"]["corpus_loss"][0] == p["val_loss_before"] and p["path"]["task_loss"][-1] == p["task_loss"]
+        assert set(p["delta_w"]) == set(p["path"]["stable_rank"]) == set(p["path"]["spectral_norm"]) == LLAMA_KINDS
+        assert all(len(p["path"]["stable_rank"][k]) == 3 for k in LLAMA_KINDS)  # one value per t
+        assert set(p["activation_norms"]) >= {"residual_rms", "attn_out_rms", "mlp_hidden_rms", "mlp_out_rms"}
+        assert len(p["activation_norms"]["mlp_hidden_rms"]) == 2
+        for d in p["delta_w"].values():
+            assert len(d["frobenius"]) == 2 and min(d["frobenius"]) > 0  # every layer moved
+            if m == "lora":  # rank 2 adapters on every kernel
+                assert max(d["stable_rank"]) <= 2.0 + 1e-4
+    assert points["lora"]["n_trainable"] < points["adamw"]["n_trainable"]
+    assert {os.path.basename(f) for f in plots.plot(out)} >= {"pareto.png", "delta_w.png"}
+    with pytest.raises(UserError, match="context 64 exceeds llama-hf's context limit 32: use --context 32 or less"):
+        finetune.run(_cfg(study, pretrained=[hf_dir], context=64, methods=["adamw"]), str(study / "llama-bad"), progress=False)
+    with pytest.raises(UserError, match="unknown LoRA target 'attn.c_attn': use attn, mlp or a llama kernel: self_attn.q_proj"):
+        finetune.run(_cfg(study, pretrained=[hf_dir], methods=["lora"], lora_targets=["attn.c_attn"]), str(study / "llama-bad2"),
+                     progress=False)
+
+
+def test_delta_w_stats_name_the_family_matrices():
+    """GPT-NeoX: a kind per matrix of :func:`connect.models.layer_matrices` (q, k and v cut out of the fused kernel)."""
+    cfg = gpt_neox.config("tiny", hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2)
+    rng = np.random.default_rng(3)
+    pre = jax.tree.map(np.asarray, gpt_neox.init(jax.random.key(3), cfg))
+    post = jax.tree.map(lambda w: w + 0.01 * rng.standard_normal(w.shape).astype(np.float32), pre)
+    stats = analysis.delta_w_stats(pre, post, top_k=2, model_cfg=cfg)
+    assert list(stats) == list(models.layer_matrices(cfg)) and "attention.query" in stats
+    w_pre, w_post = (gpt_neox.matrices(p, cfg, ["layers.1.attention.key"])["layers.1.attention.key"] for p in (pre, post))
+    np.testing.assert_allclose(stats["attention.key"]["spectral_norm"][1], np.linalg.norm(np.asarray(w_post - w_pre, np.float64), 2),
+                               rtol=1e-4)

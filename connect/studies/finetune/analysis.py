@@ -17,15 +17,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from connect import spectra
+from connect import models, spectra
 from connect.lm import tasks
-from connect.models import gpt2
+from connect.models import LMConfig
 
 
-def delta_w_stats(pre: dict, post: dict, top_k: int, model_cfg: gpt2.GPT2Config) -> dict:
-    """Per hidden matrix of the GPT-2 family (:func:`connect.models.gpt2.matrices`: ``attn.q``, ``attn.k``,
-    ``attn.v``, ``attn.c_proj``, ``mlp.c_fc``, ``mlp.c_proj``, as Muon sees them) and per layer, the update
-    ``ΔW = W_post − W_pre``:
+def delta_w_stats(pre: dict, post: dict, top_k: int, model_cfg: LMConfig) -> dict:
+    """Per kind of hidden matrix of the model's family (:func:`connect.models.layer_matrices`, each ``(out, in)``
+    as the family's ``matrices`` cuts it: GPT-2's ``attn.q``, ``attn.k``, ``attn.v``, ``attn.c_proj``, ``mlp.c_fc``,
+    ``mlp.c_proj``; Llama's ``self_attn.q_proj`` … ``mlp.down_proj``; GPT-NeoX's ``attention.query`` …
+    ``mlp.dense_4h_to_h``) and per layer, the update ``ΔW = W_post − W_pre``:
 
     * ``stable_rank`` ``‖ΔW‖_F²/‖ΔW‖_2²``, ``spectral_norm`` ``‖ΔW‖_2``, ``max_abs`` ``max|ΔW_ij|``,
       ``frobenius`` ``‖ΔW‖_F`` (:func:`connect.spectra.matrix_summaries`);
@@ -42,11 +43,13 @@ def delta_w_stats(pre: dict, post: dict, top_k: int, model_cfg: gpt2.GPT2Config)
     return out
 
 
-def _per_kind(pre: dict, post: dict, model_cfg: gpt2.GPT2Config):
+def _per_kind(pre: dict, post: dict, model_cfg: LMConfig):
     """``(kind, W_pre (L, out, in), ΔW (L, out, in))`` for every kind of hidden matrix, layers stacked."""
-    w_pre, w_post = gpt2.matrices(pre, model_cfg), gpt2.matrices(post, model_cfg)
-    for kind in gpt2.LAYER_MATRICES:
-        names = [f"h.{layer}.{kind}" for layer in range(model_cfg.n_layer)]
+    per_layer = models.layer_matrices(model_cfg)
+    matrices = models.family(model_cfg).matrices
+    every = [n for names in per_layer.values() for n in names]
+    w_pre, w_post = matrices(pre, model_cfg, every), matrices(post, model_cfg, every)
+    for kind, names in per_layer.items():
         w_LxMxN = jnp.stack([w_pre[n] for n in names])
         yield kind, w_LxMxN, jnp.stack([w_post[n] for n in names]) - w_LxMxN
 
@@ -66,12 +69,12 @@ def _delta_stats(w_LxMxN, d_LxMxN, k: int) -> dict:
     return jax.vmap(one)(w_LxMxN, d_LxMxN)
 
 
-def activation_norms(params: dict, model_cfg: gpt2.GPT2Config, enc: tasks.Encoded) -> dict:
+def activation_norms(params: dict, model_cfg: LMConfig, enc: tasks.Encoded) -> dict:
     """The network's activations on the task's tokens (pad positions left out), per layer ``l``:
     ``residual_rms`` ``√mean x²`` and ``residual_max_abs`` ``max|x|`` of the residual stream entering
-    block ``l`` (and ``final``: entering ``ln_f``), ``mlp_hidden_rms`` of ``gelu(LN₂(a) W_fc + b_fc)``,
-    ``attn_out_rms`` and ``mlp_out_rms`` of the two residual branches — the outputs whose scale the
-    pretraining optimizer shapes (the study's explanation of the effect)."""
+    block ``l`` (and ``final``: entering the final norm), ``mlp_hidden_rms`` of the MLP's hidden layer
+    (GPT-2: ``gelu(LN₂(a) W_fc + b_fc)``), ``attn_out_rms`` and ``mlp_out_rms`` of the two residual branches —
+    the outputs whose scale the pretraining optimizer shapes (the study's explanation of the effect)."""
     valid_NxT = np.arange(enc.x_NxT.shape[1])[None, :] < (enc.prompt_len_N + enc.answer_len_N - 1)[:, None]
     stats = _activation_stats(params, jnp.asarray(enc.x_NxT), jnp.asarray(valid_NxT, jnp.float32), model_cfg)
     return {k: np.asarray(v).tolist() for k, v in stats.items()}
@@ -79,8 +82,8 @@ def activation_norms(params: dict, model_cfg: gpt2.GPT2Config, enc: tasks.Encode
 
 @functools.partial(jax.jit, static_argnums=3)
 def _activation_stats(params, x_NxT, valid_NxT, model_cfg):
-    """:func:`activation_norms`: masked statistics of :func:`connect.models.gpt2.activations`, per layer."""
-    acts = gpt2.activations(params, x_NxT, model_cfg)
+    """:func:`activation_norms`: masked statistics of the family's ``activations``, per layer."""
+    acts = models.family(model_cfg).activations(params, x_NxT, model_cfg)
     n_valid = jnp.maximum(jnp.sum(valid_NxT), 1.0)
     rms = lambda a_NxTxD: jnp.sqrt(jnp.sum(jnp.mean(jnp.square(a_NxTxD), -1) * valid_NxT) / n_valid)  # noqa: E731
     max_abs = lambda a_NxTxD: jnp.max(jnp.max(jnp.abs(a_NxTxD), -1) * valid_NxT)  # noqa: E731

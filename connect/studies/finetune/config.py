@@ -44,9 +44,10 @@ class FinetuneConfig:
     lora_rank: int = _f(8, "LoRA rank r (at most min(in, out) of every adapted matrix)")
     lora_alpha: float = _f(16.0, "LoRA scale α (the update is (α/r) A B)")
     lora_optimizer: str = _f("adamw", "optimizer of the adapters for the method 'lora'")
-    lora_targets: list = _f(["attn", "mlp"], "adapted matrices: attn, mlp, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj")
+    lora_targets: list = _f(["attn", "mlp"], "adapted matrices: attn, mlp or the family's kernels (GPT-2: attn.c_attn, mlp.c_fc, …; "
+                                             "Llama: self_attn.q_proj, mlp.down_proj, …; GPT-NeoX: attention.query_key_value, …)")
     seeds: list = _f([0], "finetuning seeds (batch order and LoRA init)")
-    context: int = _f(32, "tokens per example and per corpus window (at most the model's n_positions)")
+    context: int = _f(32, "tokens per example and per corpus window (at most the model's context limit, e.g. GPT-2's n_positions)")
     corpus: str = _f("", "pretraining corpus whose val loss measures forgetting (empty: the embedded corpus)")
     second_corpus: str = _f("", "a second corpus for forgetting (empty: none)")
     val_fraction: float = _f(0.05, "val fraction of the corpora's documents")

@@ -1,7 +1,7 @@
 """Finetuning study: optimizer–model consistency (Liu, Wang & Zhang, arXiv 2605.06654).
 
-A pretrained GPT-2 (a connect ``train-lm`` checkpoint or a Hugging Face directory,
-:func:`connect.lm.training.load`) is finetuned on a task (:mod:`connect.lm.tasks`) by every *method*
+A pretrained language model of any family of :mod:`connect.models` (GPT-2, Llama/Qwen2/Mistral, GPT-NeoX; a
+connect ``train-lm`` checkpoint or a Hugging Face directory, :func:`connect.lm.training.load`) is finetuned on a task (:mod:`connect.lm.tasks`) by every *method*
 — full finetuning with an optimizer of :data:`connect.optimizers.LM_OPTIMIZERS` (``adamw``, ``muon``,
 ``lion``, ``momentum``), or ``lora`` (:mod:`connect.lm.lora`, adapters trained with ``lora_optimizer``; also
 written ``lora-<optimizer>``) — at each learning rate of a grid, for a fixed step budget. Each
@@ -15,7 +15,7 @@ written ``lora-<optimizer>``) — at each learning rate of a grid, for a fixed s
   losses along it and their barriers ``max_t [L(t) − ((1−t)L(0) + tL(1))]``
   (:func:`connect.barrier.barrier`, Zhang et al. arXiv 2605.09991 eq. (1)), and the spectral norm and
   stable rank of each hidden matrix along it (means over layers);
-* the **update** ``ΔW = W_ft − W_pre`` of every hidden matrix and layer
+* the **update** ``ΔW = W_ft − W_pre`` of every hidden matrix and layer, named as the family names them
   (:func:`connect.studies.finetune.analysis.delta_w_stats`);
 * the pretrained network's **activation norms** on the task (:func:`connect.studies.finetune.analysis.activation_norms`).
 
@@ -49,13 +49,13 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from connect import barrier, checkpoints, optimizers, paths, schedules
+from connect import barrier, checkpoints, models, optimizers, paths, schedules
 from connect.errors import UserError
 from connect.io import check_directory, claim_directory, run_lock, write_json_atomic
 from connect.lm import corpus, lora, tasks
 from connect.lm import paths as lm_paths
 from connect.lm import training as lm_training
-from connect.models import gpt2
+from connect.models import LMConfig
 from connect.studies.finetune.analysis import activation_norms, delta_w_stats, load_points, summarize
 from connect.studies.finetune.config import GRID_FIELDS, FinetuneConfig, method_optimizer
 
@@ -67,7 +67,7 @@ class Pretrained:
     label: str
     path: str
     params: dict
-    model_cfg: gpt2.GPT2Config
+    model_cfg: LMConfig
     optimizer: str  # "adamw", "muon", …; "unknown" when the checkpoint does not say (e.g. Hugging Face)
 
 
@@ -89,10 +89,10 @@ def run(cfg: FinetuneConfig, out: str, *, progress: bool = True, finish=None) ->
     checkpoint given twice is refused), the study directory, the checkpoints, corpora and tasks — is checked
     before anything is written; then ``out`` is written holding :func:`connect.io.run_lock`, and ``finish(out)``
     (the figures, :func:`connect.studies.finetune.plots.plot`) runs last under it."""
-    models, val, second, made = _check(cfg, out)
+    pretrained, val, second, made = _check(cfg, out)
     with run_lock(out):
         _claim_out(out, cfg)
-        bar = tqdm(_grid(cfg, models), desc="finetune", unit="point", disable=not progress)
+        bar = tqdm(_grid(cfg, pretrained), desc="finetune", unit="point", disable=not progress)
         baselines: dict = {}
         for m, task_name, n_train, method, lr, seed in bar:
             pid = point_id(m.label, task_name, n_train, method, lr, seed)
@@ -116,18 +116,20 @@ def run(cfg: FinetuneConfig, out: str, *, progress: bool = True, finish=None) ->
 
 
 def _check(cfg: FinetuneConfig, out: str):
-    """``(models, val tokens, second corpus's val tokens or None, {(task, n_train): Task})`` after checking every
+    """``(pretrained models, val tokens, second corpus's val tokens or None, {(task, n_train): Task})`` after checking every
     input of :func:`run` (writes nothing)."""
     cfg.validate()
     _check_distinct(cfg)
     check_directory(out, cfg.to_dict(), ignore=GRID_FIELDS)
-    models = load_pretrained(cfg.pretrained)
+    pretrained = load_pretrained(cfg.pretrained)
     val = corpus.load(cfg.corpus or None, val_fraction=cfg.val_fraction).val
     second = corpus.load(cfg.second_corpus, val_fraction=cfg.val_fraction).val if cfg.second_corpus else None
-    for m in models:
-        if cfg.context > m.model_cfg.n_positions:
-            raise UserError(f"context {cfg.context} exceeds {m.label}'s n_positions={m.model_cfg.n_positions}: use --context {m.model_cfg.n_positions} or less")
-    grid = _grid(cfg, models)
+    for m in pretrained:
+        limit = m.model_cfg.context_limit
+        if cfg.context > limit:
+            raise UserError(f"context {cfg.context} exceeds {m.label}'s context limit {limit}: use --context {limit} or less")
+        models.family(m.model_cfg).check_context(m.model_cfg, cfg.context)
+    grid = _grid(cfg, pretrained)
     made = {}
     for _, task_name, n_train, *_ in grid:
         if (task_name, n_train) not in made:
@@ -135,9 +137,10 @@ def _check(cfg: FinetuneConfig, out: str):
             for examples in (task.train, task.heldout):  # an example longer than context fails now
                 tasks.encode(examples, cfg.context)
     if any(method_optimizer(method, cfg.lora_optimizer)[1] for *_, method, _, _ in grid):
-        for m in models:  # the adapters' shapes only: a rank too large fails now
-            jax.eval_shape(lambda p: lora.init(jax.random.key(0), p, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets).adapters, m.params)
-    return models, val, second, made
+        for m in pretrained:  # the adapters' shapes only: a rank too large fails now
+            jax.eval_shape(lambda p, c=m.model_cfg: lora.init(jax.random.key(0), p, c, cfg.lora_rank, cfg.lora_alpha,
+                                                              cfg.lora_targets).adapters, m.params)
+    return pretrained, val, second, made
 
 
 def _check_distinct(cfg: FinetuneConfig) -> None:
@@ -214,7 +217,7 @@ def trainer(m: Pretrained, method: str, cfg: FinetuneConfig, seed: int = 0):
     pretrained params for LoRA (None for full finetuning) and ``η`` the step's learning rate."""
     name, is_lora = method_optimizer(method, cfg.lora_optimizer)
     if is_lora:
-        theta = lora.init(jax.random.key(seed), m.params, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+        theta = lora.init(jax.random.key(seed), m.params, m.model_cfg, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
     else:
         theta = m.params
     opt, step = _trainer(m, name, is_lora, cfg, theta)
@@ -224,11 +227,11 @@ def trainer(m: Pretrained, method: str, cfg: FinetuneConfig, seed: int = 0):
 # --- plumbing -------------------------------------------------------------------------------------
 
 
-def _grid(cfg: FinetuneConfig, models: Sequence[Pretrained]) -> list[tuple]:
+def _grid(cfg: FinetuneConfig, pretrained: Sequence[Pretrained]) -> list[tuple]:
     """Every point: the main task over methods × lrs × seeds, then the data-size comparison."""
     grid = [(m, cfg.task, cfg.n_train, method, lr, seed)
-            for m in models for method in cfg.methods for lr in cfg.lr_grid(method) for seed in cfg.seeds]
-    for m in models:
+            for m in pretrained for method in cfg.methods for lr in cfg.lr_grid(method) for seed in cfg.seeds]
+    for m in pretrained:
         method = cfg.size_method if cfg.size_method != "same" else (m.optimizer if m.optimizer in optimizers.LM_OPTIMIZERS else "adamw")
         grid_lrs = cfg.lr_grid(method)
         lr = cfg.size_lr or grid_lrs[len(grid_lrs) // 2]
@@ -255,14 +258,14 @@ def _measures(params, model_cfg, task: tasks.Task, cfg: FinetuneConfig, val, sec
     return out
 
 
-def _path_spectra(nodes_K, model_cfg: gpt2.GPT2Config, ts_T) -> dict:
-    """Spectral norm and stable rank of each kind of hidden matrix along the path (mean over layers, per t),
-    by :func:`connect.lm.paths.spectra_along_path` (the core's spectra)."""
-    spec = lm_paths.spectra_along_path("linear", nodes_K, model_cfg, ts_T, names=gpt2.hidden_matrix_names(model_cfg),
+def _path_spectra(nodes_K, model_cfg: LMConfig, ts_T) -> dict:
+    """Spectral norm and stable rank of each kind of hidden matrix (:func:`connect.models.layer_matrices`) along
+    the path (mean over layers, per t), by :func:`connect.lm.paths.spectra_along_path` (the core's spectra)."""
+    per_layer = models.layer_matrices(model_cfg)
+    spec = lm_paths.spectra_along_path("linear", nodes_K, model_cfg, ts_T, names=[n for ns in per_layer.values() for n in ns],
                                        constraint_optimizers=())
-    layers = range(model_cfg.n_layer)
-    return {stat: {kind: np.mean([spec["matrices"][f"h.{layer}.{kind}"][stat] for layer in layers], axis=0).tolist()
-                   for kind in gpt2.LAYER_MATRICES} for stat in ("spectral_norm", "stable_rank")}
+    return {stat: {kind: np.mean([spec["matrices"][n][stat] for n in names], axis=0).tolist() for kind, names in per_layer.items()}
+            for stat in ("spectral_norm", "stable_rank")}
 
 
 @jax.jit
@@ -304,7 +307,8 @@ def _trainer(m: Pretrained, name: str, is_lora: bool, cfg: FinetuneConfig, theta
     if is_lora:
         opt = lora.optimizer(name, theta, lr=1.0, weight_decay=cfg.weight_decay, clip_norm=clip)
     else:
-        opt = optimizers.make_lm(name, theta, lr=1.0, weight_decay=cfg.weight_decay, clip_norm=clip, matrices=gpt2.MUON_MATRICES)
+        opt = optimizers.make_lm(name, theta, lr=1.0, weight_decay=cfg.weight_decay, clip_norm=clip,
+                                 matrices=models.family(m.model_cfg).MUON_MATRICES)
     grad_fn = _grad_fn(m.model_cfg, is_lora)
 
     @jax.jit
@@ -322,7 +326,7 @@ def _trainer(m: Pretrained, name: str, is_lora: bool, cfg: FinetuneConfig, theta
 
 
 @functools.cache
-def _grad_fn(model_cfg: gpt2.GPT2Config, is_lora: bool):
+def _grad_fn(model_cfg: LMConfig, is_lora: bool):
     """Jitted ``(θ, base, x, y, mask) -> (loss, ∇_θ loss)`` of the answer-token loss (:func:`connect.lm.tasks.masked_loss`)."""
 
     def loss_of(theta, base, x_BxT, y_BxT, m_BxT):
