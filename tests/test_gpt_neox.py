@@ -13,6 +13,7 @@ import pytest
 import safetensors.numpy
 import torch
 import transformers
+from hf_reference import hf_logits, hf_model
 
 from connect import symmetry as sym
 from connect.errors import UserError
@@ -48,22 +49,6 @@ def _loss_and_activations(params, tokens_BxT, targets_BxT, cfg):
     return gpt_neox.loss(params, tokens_BxT, targets_BxT, cfg), gpt_neox.activations(params, tokens_BxT, cfg)
 
 
-def _hf_model(cfg, seed):
-    """A ``transformers.GPTNeoXForCausalLM`` of ``cfg`` with every weight randomised (norm gains and biases too),
-    in eval mode."""
-    torch.manual_seed(seed)
-    model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig.from_dict(hf_neox.config_to_hf(cfg))).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return model
-
-
-def _hf_logits(model, tokens):
-    with torch.no_grad():
-        return model(torch.tensor(np.asarray(tokens), dtype=torch.long)).logits.float().numpy()
-
-
 def _tokens(cfg, seed, B=2):
     return np.random.default_rng(seed).integers(0, cfg.vocab_size, (B, T))
 
@@ -78,9 +63,9 @@ def _random_params(cfg, seed):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_logits_equal_transformers_both_directions(tmp_path, name):
     cfg = CONFIGS[name]
-    model = _hf_model(cfg, seed=1)
+    model = hf_model(cfg, seed=1)
     tokens = _tokens(cfg, seed=2)
-    reference = _hf_logits(model, tokens)
+    reference = hf_logits(model, tokens)
     assert np.std(reference) > 0.5
 
     model.save_pretrained(str(tmp_path / "hf"))  # transformers writes, connect reads
@@ -95,29 +80,29 @@ def test_logits_equal_transformers_both_directions(tmp_path, name):
     reloaded = transformers.GPTNeoXForCausalLM.from_pretrained(str(tmp_path / "connect")).eval()
     assert reloaded.config.tie_word_embeddings is cfg.tie_word_embeddings
     assert reloaded.config.rope_parameters["partial_rotary_factor"] == cfg.rotary_pct
-    np.testing.assert_array_equal(_hf_logits(reloaded, tokens), reference)  # the very same float32 weights
+    np.testing.assert_array_equal(hf_logits(reloaded, tokens), reference)  # the very same float32 weights
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_16_bit_checkpoints_both_directions(tmp_path, dtype):
     cfg = CONFIGS["parallel"]
-    model = _hf_model(cfg, seed=3)
+    model = hf_model(cfg, seed=3)
     tokens = _tokens(cfg, seed=4)
     model.to(getattr(torch, dtype)).save_pretrained(str(tmp_path / "hf"))
     params, _ = hf.load_pretrained(str(tmp_path / "hf"))
     rounded = model.to(torch.float32)  # the 16-bit weights, exactly, in float32
-    reference = _hf_logits(rounded, tokens)
+    reference = hf_logits(rounded, tokens)
     np.testing.assert_allclose(np.asarray(_apply(params, jnp.asarray(tokens, jnp.int32), cfg)), reference, atol=1e-4, rtol=0)
 
     hf.save_pretrained(params, cfg, str(tmp_path / "connect"), dtype=dtype)
     reloaded = transformers.GPTNeoXForCausalLM.from_pretrained(str(tmp_path / "connect"), dtype=torch.float32).eval()
-    np.testing.assert_array_equal(_hf_logits(reloaded, tokens), reference)  # 16-bit rounding is idempotent
+    np.testing.assert_array_equal(hf_logits(reloaded, tokens), reference)  # 16-bit rounding is idempotent
 
 
 @pytest.mark.parametrize("name", ["parallel", "sequential"])
 def test_loss_and_hidden_states_equal_transformers(name):
     cfg = CONFIGS[name]
-    model = _hf_model(cfg, seed=5)
+    model = hf_model(cfg, seed=5)
     params = hf.params_from_hf({k: v.numpy() for k, v in _hf_state(model).items()}, cfg)
     tokens = _tokens(cfg, seed=6)
     with torch.no_grad():
@@ -147,7 +132,7 @@ def _hf_state(model):
 @pytest.mark.parametrize("name", ["parallel", "sequential"])
 def test_matrices_are_the_torch_linear_weights(name):
     cfg = CONFIGS[name]
-    model = _hf_model(cfg, seed=7)
+    model = hf_model(cfg, seed=7)
     state = {k: v.numpy() for k, v in _hf_state(model).items()}
     params = hf.params_from_hf(state, cfg)
     N, H, D = cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size

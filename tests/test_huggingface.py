@@ -10,6 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import safetensors.numpy
+from hf_reference import hf_logits, hf_model
 
 from connect.errors import UserError
 from connect.lm import huggingface as hf
@@ -189,31 +190,12 @@ def test_truncated_weights_file_is_a_user_error(tmp_path):
 # --- against transformers itself (the test extra installs it with CPU torch: a missing reference fails) --------------
 
 
-def _hf_model(cfg, seed):
-    """A ``transformers.GPT2LMHeadModel`` of ``cfg`` with every weight randomised (logits of order one), in eval mode."""
-    import torch
-    import transformers
-    torch.manual_seed(seed)
-    config = transformers.GPT2Config(**{k: v for k, v in hf.config_to_hf(cfg).items() if k not in ("architectures", "model_type")})
-    model = transformers.GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return model
-
-
-def _hf_logits(model, tokens):
-    import torch
-    with torch.no_grad():
-        return model(torch.tensor(np.asarray(tokens), dtype=torch.long)).logits.numpy()
-
-
 @pytest.mark.parametrize("tied", [False, True])
 def test_logits_equal_transformers_both_directions(tmp_path, tied):
     cfg = dataclasses.replace(CFG, tie_word_embeddings=tied)
-    model = _hf_model(cfg, seed=6)
+    model = hf_model(cfg, seed=6)
     tokens = np.random.default_rng(7).integers(0, cfg.vocab_size, (2, cfg.n_positions))
-    reference = _hf_logits(model, tokens)
+    reference = hf_logits(model, tokens)
     assert np.std(reference) > 0.5
 
     model.save_pretrained(str(tmp_path / "hf"))  # transformers writes, connect reads
@@ -226,4 +208,28 @@ def test_logits_equal_transformers_both_directions(tmp_path, tied):
     import transformers
     reloaded = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "connect")).eval()
     assert reloaded.config.tie_word_embeddings is tied
-    np.testing.assert_array_equal(_hf_logits(reloaded, tokens), reference)  # the very same float32 weights
+    np.testing.assert_array_equal(hf_logits(reloaded, tokens), reference)  # the very same float32 weights
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_connect_writes_shards_and_16_bit_weights_that_transformers_and_connect_read(tmp_path, dtype):
+    """``save_pretrained(..., dtype=, max_shard_bytes=)``: several shards listed by the index, weights in the dtype
+    asked for; transformers and connect both read them back to the same (rounded) weights and logits."""
+    import torch
+    import transformers
+
+    params = gpt2.init(jax.random.key(3), CFG)
+    hf.save_pretrained(params, CFG, str(tmp_path / "out"), dtype=dtype, max_shard_bytes=4096)
+    index = json.loads((tmp_path / "out" / hf.INDEX_FILE).read_text())
+    shards = set(index["weight_map"].values())
+    assert len(shards) > 2 and not (tmp_path / "out" / hf.WEIGHTS_FILE).exists()
+    back, cfg = hf.load_pretrained(str(tmp_path / "out"))
+    rounded = jax.tree.map(lambda x: np.asarray(jnp.asarray(x, dtype).astype(jnp.float32)), params)
+    assert cfg == CFG and all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(rounded)))
+    model = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "out"), dtype=torch.float32).eval()
+    tokens = np.random.default_rng(0).integers(0, CFG.vocab_size, (2, CFG.n_positions))
+    np.testing.assert_allclose(hf_logits(model, tokens), np.asarray(_apply(back, jnp.asarray(tokens, jnp.int32), cfg)), atol=1e-4)
+    with pytest.raises(UserError, match="max_shard_bytes=0 is invalid"):
+        hf.save_pretrained(params, CFG, str(tmp_path / "x"), max_shard_bytes=0)
+    with pytest.raises(UserError, match="dtype 'int8' cannot be saved"):
+        hf.save_pretrained(params, CFG, str(tmp_path / "y"), dtype="int8")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from hf_reference import hf_logits, hf_model
 
 from connect import symmetry
 from connect.errors import UserError
@@ -39,23 +40,6 @@ def _cfg(name):
     return llama.config(llama.LlamaConfig(**{**BASE, **CONFIGS[name]}))
 
 
-def _hf_model(cfg, seed):
-    """The ``transformers`` model of ``cfg`` (by its model type) with every weight randomised, in eval mode."""
-    torch.manual_seed(seed)
-    config = transformers.AutoConfig.for_model(**hf_llama.config_to_hf(cfg))
-    model = transformers.AutoModelForCausalLM.from_config(config).eval()
-    assert type(model).__name__ == hf_llama.MODEL_TYPES[cfg.model_type]
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return model
-
-
-def _hf_logits(model, tokens):
-    with torch.no_grad():
-        return model(torch.tensor(np.asarray(tokens), dtype=torch.long)).logits.float().numpy()
-
-
 def _params(model, cfg):
     return hf.params_from_hf({k: v.float().numpy() for k, v in model.state_dict().items()}, cfg)
 
@@ -67,9 +51,9 @@ def _tokens(cfg, seed, batch=2):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_logits_and_loss_equal_transformers(name):
     cfg = _cfg(name)
-    model = _hf_model(cfg, seed=0)
+    model = hf_model(cfg, seed=0)
     tokens = _tokens(cfg, seed=1)
-    reference = _hf_logits(model, tokens)
+    reference = hf_logits(model, tokens)
     assert np.std(reference) > 0.5
     params = _params(model, cfg)
     logits = np.asarray(_apply(params, jnp.asarray(tokens, jnp.int32), cfg))
@@ -84,9 +68,9 @@ def test_logits_and_loss_equal_transformers(name):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_checkpoints_both_directions(tmp_path, name):
     cfg = _cfg(name)
-    model = _hf_model(cfg, seed=2)
+    model = hf_model(cfg, seed=2)
     tokens = _tokens(cfg, seed=3)
-    reference = _hf_logits(model, tokens)
+    reference = hf_logits(model, tokens)
     model.save_pretrained(str(tmp_path / "hf"))  # transformers writes, connect reads
     params, cfg_read = hf.load_pretrained(str(tmp_path / "hf"))
     assert cfg_read == cfg
@@ -94,13 +78,13 @@ def test_checkpoints_both_directions(tmp_path, name):
     hf.save_pretrained(params, cfg, str(tmp_path / "connect"))  # connect writes, transformers reads
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "connect")).eval()
     assert type(reloaded).__name__ == hf_llama.MODEL_TYPES[cfg.model_type]
-    np.testing.assert_array_equal(_hf_logits(reloaded, tokens), reference)  # the very same float32 weights
+    np.testing.assert_array_equal(hf_logits(reloaded, tokens), reference)  # the very same float32 weights
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_16_bit_checkpoints_load_exactly(tmp_path, dtype):
     cfg = _cfg("llama-untied-gqa-bias")
-    model = _hf_model(cfg, seed=4)
+    model = hf_model(cfg, seed=4)
     rounded = copy.deepcopy(model)
     with torch.no_grad():
         for p in rounded.parameters():
@@ -110,12 +94,12 @@ def test_16_bit_checkpoints_load_exactly(tmp_path, dtype):
     assert cfg_read == cfg
     tokens = _tokens(cfg, seed=5)
     logits = np.asarray(_apply(params, jnp.asarray(tokens, jnp.int32), cfg))
-    np.testing.assert_allclose(logits, _hf_logits(rounded, tokens), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(logits, hf_logits(rounded, tokens), atol=1e-4, rtol=0)
 
 
 def test_matrices_are_the_transformers_linear_weights():
     cfg = _cfg("llama-untied-gqa-bias")
-    model = _hf_model(cfg, seed=6)
+    model = hf_model(cfg, seed=6)
     params = _params(model, cfg)
     mats = llama.matrices(params, cfg)
     assert list(mats) == llama.matrix_names(cfg)
@@ -151,7 +135,7 @@ def _random_perms(cfg, spec, rng):
 @pytest.mark.parametrize("name", ["llama-untied-gqa-bias", "llama3-rope-head-dim", "llama-tied-mha", "qwen2"])
 def test_permutation_symmetry_keeps_logits(name):
     cfg = _cfg(name)
-    params = _params(_hf_model(cfg, seed=7), cfg)
+    params = _params(hf_model(cfg, seed=7), cfg)
     spec = symmetry.spec(llama.symmetry(cfg))
     perms = _random_perms(cfg, spec, np.random.default_rng(8))
     permuted = jax.tree.map(jnp.asarray, symmetry.permute(params, spec, perms))
@@ -188,7 +172,7 @@ def test_init_statistics_and_shapes_match_tensor_names():
 
 def test_activations_and_bfloat16():
     cfg = _cfg("qwen2-sliding-head-dim")
-    params = _params(_hf_model(cfg, seed=10), cfg)
+    params = _params(hf_model(cfg, seed=10), cfg)
     tokens = jnp.asarray(_tokens(cfg, seed=11), jnp.int32)
     acts = llama.activations(params, tokens, cfg)
     L, B, D, F = cfg.num_hidden_layers, 2, cfg.hidden_size, cfg.intermediate_size

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from connect.errors import UserError
+from connect.models import language
 
 #: The family's name, recorded as ``"model"`` in its checkpoints (:mod:`connect.models`).
 FAMILY = "gpt_neox"
@@ -168,17 +169,13 @@ def apply(params: dict, tokens_BxT: jax.Array, cfg: GPTNeoXConfig, *, compute_dt
     x_BxTxD, _ = _blocks(params, tokens_BxT, cfg, compute_dtype, keep=False)
     x_BxTxD = _layer_norm(x_BxTxD, params["final_layer_norm"], cfg.layer_norm_eps)
     head_VxD = params["embed_in"] if cfg.tie_word_embeddings else params["embed_out"]
-    return jnp.einsum("btd,vd->btv", x_BxTxD.astype(compute_dtype), head_VxD.astype(compute_dtype),
-                      preferred_element_type=jnp.float32)
+    return language.head_logits(x_BxTxD, head_VxD, compute_dtype)
 
 
 def loss(params: dict, tokens_BxT: jax.Array, targets_BxT: jax.Array, cfg: GPTNeoXConfig, *,
          compute_dtype=jnp.float32) -> jax.Array:
     """Mean next-token cross-entropy in nats, ``mean_{b,i} [logsumexp_v z_{biv} − z_{b,i,y_bi}]`` (float32)."""
-    logits_BxTxV = apply(params, tokens_BxT, cfg, compute_dtype=compute_dtype)
-    logz_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
-    target_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
-    return jnp.mean(logz_BxT - target_BxT)
+    return language.next_token_loss(apply(params, tokens_BxT, cfg, compute_dtype=compute_dtype), targets_BxT)
 
 
 def activations(params: dict, tokens_BxT: jax.Array, cfg: GPTNeoXConfig, *, compute_dtype=jnp.float32) -> dict:
@@ -377,18 +374,7 @@ def matrices(params: dict, cfg: GPTNeoXConfig, names=None) -> dict:
 
 def checked_matrix_names(cfg: GPTNeoXConfig, names=None) -> list[str]:
     """``names`` (default: all of :func:`matrix_names`) after checking this config has each of them."""
-    known = matrix_names(cfg)
-    if names is None:
-        return known
-    names = list(names)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UserError(f"this checkpoint has no matrix {unknown[0]!r} ({cfg.num_hidden_layers} layers, "
-                        f"{'tied' if cfg.tie_word_embeddings else 'untied'} head): use names like {known[0]!r}, "
-                        f"'layers.{cfg.num_hidden_layers - 1}.mlp.dense_4h_to_h', 'embed_in'")
-    if not names:
-        raise UserError("no matrix named: pass at least one name, e.g. 'layers.0.attention.query'")
-    return names
+    return language.checked_names(matrix_names(cfg), names, cfg.num_hidden_layers, cfg.tie_word_embeddings)
 
 
 def _leaf(params, path: tuple[str, ...]):
