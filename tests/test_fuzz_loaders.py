@@ -34,9 +34,9 @@ from connect.studies.width_sweep.config import WidthSweepConfig
 from connect.twolayer import data
 from connect.twolayer.pair import BarrierConfig
 
-FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None, print_blob=False,
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None, print_blob=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
-CLI = settings(FUZZ, max_examples=200)
+CLI = settings(FUZZ, max_examples=100)
 CONFIG_CLASSES = (WidthSweepConfig, TrainLMConfig, StudyConfig, PathsConfig, FinetuneConfig, BarrierConfig)
 VALID = model_files()
 

@@ -1,4 +1,4 @@
-"""``connect study finetune``: finetune pretrained GPT-2s by every method and measure forgetting.
+"""``connect study finetune``: finetune pretrained language models (any family) by every method and measure forgetting.
 
 A thin entry point over :func:`connect.studies.finetune.run.run`, then :func:`connect.studies.finetune.plots.plot`:
 the :class:`connect.studies.finetune.config.FinetuneConfig` comes from its defaults (the ``[tiny]`` recipe), a table of
@@ -22,7 +22,7 @@ def add_study(studies) -> None:
     from connect.studies.finetune.config import FinetuneConfig
 
     p = studies.add_parser(
-        "finetune", help="finetune pretrained GPT-2s with each optimizer and LoRA; forgetting vs learning",
+        "finetune", help="finetune pretrained models (GPT-2, Llama, GPT-NeoX) with each optimizer and LoRA; forgetting vs learning",
         description="Finetune every --pretrained checkpoint on a task by every method over its learning-rate grid; "
                     "record forgetting (rise of the pretraining corpus's val loss), held-out task loss and accuracy, "
                     "the linear path back, ΔW statistics; write points, summary.json and figures. A rerun resumes.")
