@@ -112,8 +112,9 @@ def along_path(kind, nodes_K, ts_T, matrices_fn: Callable, *, constraint_sets: M
     """Singular values and summaries of every matrix of ``matrices_fn(θ(t))`` at every t of ``ts_T``.
 
     ``kind`` and ``nodes_K`` as in :func:`connect.paths.point`; ``matrices_fn`` is a family's
-    ``params -> {name: W}`` (reuse one function object per model and names, so the compiled program is
-    reused). Per matrix: ``singular_values`` ``(T, R)``, the summaries of :data:`SUMMARIES` ``(T,)`` and
+    ``params -> {name: W}``, a *selection* of arrays (slices, reshapes, transposes: it must commute with the
+    path's elementwise combination, ``M(θ(t)) = Σ_k w_k(t) M(θ_k)``, which is how it is evaluated); reuse one
+    function object per model and names, so the compiled program is reused. Per matrix: ``singular_values`` ``(T, R)``, the summaries of :data:`SUMMARIES` ``(T,)`` and
     ``{o}_rel`` ``(T,)`` per constraint set (:func:`matrix_summaries`); ``median`` holds the median over the
     matrices of every scalar ``(T,)`` (as Zhang et al., arXiv 2605.09991, §5, report spectra). The t-points
     are mapped by ``strategy`` (:mod:`connect.batching`; ``auto``: ``vmap`` on accelerators) inside one
@@ -156,7 +157,10 @@ def _along_program(kind, matrices_fn: Callable, sets: tuple, strategy: str):
     """``(nodes_K, ts_T) -> {name: summaries with leading T}``, jitted once per path kind, matrices and sets."""
 
     def run(nodes_K, ts_T):
-        return batching.map_leading(lambda t: matrix_summaries(matrices_fn(paths.point(kind, nodes_K, t)), dict(sets)),
-                                    ts_T, strategy)
+        # A family's matrices are a selection of its arrays (slices, reshapes, transposes), so they commute with the
+        # path's elementwise combination: cut each node's matrices once, then combine only those at every t — the
+        # whole model at every t (a 124M model's 500 MB per point, inside the loop) is never built.
+        mats_K = jax.vmap(matrices_fn)(nodes_K)
+        return batching.map_leading(lambda t: matrix_summaries(paths.point(kind, mats_K, t), dict(sets)), ts_T, strategy)
 
     return jax.jit(run)

@@ -233,8 +233,7 @@ def _layer_norm(x_BxTxD: jax.Array, ln: dict, eps: float) -> jax.Array:
 
 def _dense(x_BxTxI: jax.Array, layer: dict, dtype) -> jax.Array:
     """``x @ kernel + bias`` with operands in ``dtype`` (float32 accumulation, result in ``dtype``)."""
-    y_BxTxO = jnp.einsum("bti,io->bto", x_BxTxI.astype(dtype), layer["kernel"].astype(dtype),
-                         preferred_element_type=jnp.float32)
+    y_BxTxO = language.matmul(x_BxTxI, layer["kernel"], dtype)
     return (y_BxTxO + layer["bias"][None, None, :]).astype(dtype)
 
 

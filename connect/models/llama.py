@@ -254,7 +254,7 @@ def _rms_norm(x_BxTxD: jax.Array, norm: dict, eps: float) -> jax.Array:
 
 def _dense(x_BxTxI: jax.Array, layer: dict, dtype) -> jax.Array:
     """``x @ kernel (+ bias)`` with operands in ``dtype`` (float32 accumulation, result in ``dtype``)."""
-    y_BxTxO = jnp.einsum("bti,io->bto", x_BxTxI.astype(dtype), layer["kernel"].astype(dtype), preferred_element_type=jnp.float32)
+    y_BxTxO = language.matmul(x_BxTxI, layer["kernel"], dtype)
     return (y_BxTxO + layer["bias"][None, None, :] if "bias" in layer else y_BxTxO).astype(dtype)
 
 
