@@ -206,7 +206,7 @@ def _blocks(params: dict, tokens_BxT: jax.Array, cfg: GPT2Config, compute_dtype,
     x_BxTxD = params["wte"][tokens_BxT] + params["wpe"][None, :T, :]
 
     def body(x_BxTxD, layer):
-        x_BxTxD, parts = _block(x_BxTxD, layer, cfg, compute_dtype)
+        x_BxTxD, parts = language.remat(lambda x, lay: _block(x, lay, cfg, compute_dtype))(x_BxTxD, layer)
         return x_BxTxD, parts if keep else None
 
     return jax.lax.scan(body, x_BxTxD, params["h"])
@@ -242,29 +242,8 @@ def _attention(h_BxTxD: jax.Array, attn: dict, n_head: int, dtype) -> jax.Array:
     B, T, D = h_BxTxD.shape
     qkv_BxTx3D = _dense(h_BxTxD, attn["c_attn"], dtype)
     q_BxTxNxH, k_BxTxNxH, v_BxTxNxH = (a.reshape(B, T, n_head, D // n_head) for a in jnp.split(qkv_BxTx3D, 3, axis=-1))
-    out_BxTxNxH = _causal_softmax_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, dtype)
+    out_BxTxNxH = language.causal_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, dtype)
     return _dense(out_BxTxNxH.reshape(B, T, D), attn["c_proj"], dtype).astype(jnp.float32)
-
-
-def _causal_softmax_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, dtype) -> jax.Array:
-    """``softmax(q kᵀ/√d_h + mask) v`` per head, mask −∞ above the diagonal.
-
-    On a GPU with 16-bit compute this is cuDNN's fused (flash) attention, which never stores the
-    ``T x T`` scores; where cuDNN declines the shapes (it checks them while tracing) and on CPU it
-    is the plain computation below.
-    """
-    if dtype != jnp.float32 and jax.default_backend() == "gpu":
-        try:
-            return jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, is_causal=True, implementation="cudnn")
-        except (ValueError, NotImplementedError, RuntimeError):
-            pass
-    T, H = q_BxTxNxH.shape[1], q_BxTxNxH.shape[3]
-    scores_BxNxTxT = jnp.einsum("btnh,bsnh->bnts", q_BxTxNxH, k_BxTxNxH, preferred_element_type=jnp.float32)
-    scores_BxNxTxT = scores_BxNxTxT / jnp.sqrt(jnp.float32(H))
-    causal_TxT = jnp.tril(jnp.ones((T, T), bool))
-    scores_BxNxTxT = jnp.where(causal_TxT[None, None, :, :], scores_BxNxTxT, -jnp.inf)
-    probs_BxNxTxT = jax.nn.softmax(scores_BxNxTxT, axis=-1)
-    return jnp.einsum("bnts,bsnh->btnh", probs_BxNxTxT.astype(dtype), v_BxTxNxH, preferred_element_type=jnp.float32)
 
 
 def _mlp(h_BxTxD: jax.Array, mlp: dict, dtype) -> tuple[jax.Array, jax.Array]:

@@ -200,7 +200,7 @@ def _blocks(params: dict, tokens_BxT: jax.Array, cfg: GPTNeoXConfig, compute_dty
     x_BxTxD = params["embed_in"][tokens_BxT].astype(jnp.float32)
 
     def body(x_BxTxD, layer):
-        x_BxTxD, parts = _block(x_BxTxD, layer, cfg, cos_TxR, sin_TxR, compute_dtype)
+        x_BxTxD, parts = language.remat(lambda x, lay: _block(x, lay, cfg, cos_TxR, sin_TxR, compute_dtype))(x_BxTxD, layer)
         return x_BxTxD, parts if keep else None
 
     return jax.lax.scan(body, x_BxTxD, params["layers"])
@@ -266,25 +266,8 @@ def _attention(h_BxTxD: jax.Array, attn: dict, cfg: GPTNeoXConfig, cos_TxR, sin_
     q_BxTxNxH, k_BxTxNxH, v_BxTxNxH = jnp.split(qkv_BxTxNx3H, 3, axis=-1)
     q_BxTxNxH = _rotate(q_BxTxNxH, cos_TxR, sin_TxR).astype(dtype)
     k_BxTxNxH = _rotate(k_BxTxNxH, cos_TxR, sin_TxR).astype(dtype)
-    out_BxTxNxH = _causal_softmax_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, dtype)
+    out_BxTxNxH = language.causal_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, dtype)
     return _dense(out_BxTxNxH.reshape(B, T, D), attn["dense"], dtype).astype(jnp.float32)
-
-
-def _causal_softmax_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, dtype) -> jax.Array:
-    """``softmax(q kᵀ · d_h^(−1/2) + mask) v`` per head, mask −∞ above the diagonal: on a GPU with 16-bit compute
-    cuDNN's fused (flash) attention, elsewhere (or where cuDNN declines the shapes) the plain computation below."""
-    if dtype != jnp.float32 and jax.default_backend() == "gpu":
-        try:
-            return jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, is_causal=True, implementation="cudnn")
-        except (ValueError, NotImplementedError, RuntimeError):
-            pass
-    T, H = q_BxTxNxH.shape[1], q_BxTxNxH.shape[3]
-    scores_BxNxTxT = jnp.einsum("btnh,bsnh->bnts", q_BxTxNxH, k_BxTxNxH, preferred_element_type=jnp.float32)
-    scores_BxNxTxT = scores_BxNxTxT * jnp.float32(H ** -0.5)
-    causal_TxT = jnp.tril(jnp.ones((T, T), bool))
-    scores_BxNxTxT = jnp.where(causal_TxT[None, None, :, :], scores_BxNxTxT, -jnp.inf)
-    probs_BxNxTxT = jax.nn.softmax(scores_BxNxTxT, axis=-1)
-    return jnp.einsum("bnts,bsnh->btnh", probs_BxNxTxT.astype(dtype), v_BxTxNxH, preferred_element_type=jnp.float32)
 
 
 def _mlp(h_BxTxD: jax.Array, mlp: dict, act: str, dtype) -> tuple[jax.Array, jax.Array]:

@@ -15,6 +15,36 @@ def next_token_loss(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Arra
     return jnp.mean(logz_BxT - target_BxT)
 
 
+def causal_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, dtype) -> jax.Array:
+    """``softmax(q kᵀ · d_h^(−1/2) + mask) v`` per head, mask −∞ above the diagonal (Vaswani et al. 2017), scores and
+    softmax in float32, result ``(B, T, N, H)`` float32. On a GPU with 16-bit compute, cuDNN's fused (flash)
+    attention, which never stores the ``T × T`` scores (where cuDNN declines the shapes — it checks them while
+    tracing — and on CPU, the computation below). Heads are moved ahead of time first, ``(B, N, T, H)``: batched
+    products with leading batch axes, whose backward pass XLA:CPU runs without transposed copies."""
+    if dtype != jnp.float32 and jax.default_backend() == "gpu":
+        try:
+            return jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, is_causal=True, implementation="cudnn")
+        except (ValueError, NotImplementedError, RuntimeError):
+            pass
+    T, H = q_BxTxNxH.shape[1], q_BxTxNxH.shape[3]
+    q_BxNxTxH, k_BxNxTxH, v_BxNxTxH = (jnp.swapaxes(a, 1, 2) for a in (q_BxTxNxH, k_BxTxNxH, v_BxTxNxH))
+    scores_BxNxTxT = jnp.einsum("bnth,bnsh->bnts", q_BxNxTxH, k_BxNxTxH, preferred_element_type=jnp.float32) * jnp.float32(H ** -0.5)
+    scores_BxNxTxT = jnp.where(jnp.tril(jnp.ones((T, T), bool))[None, None, :, :], scores_BxNxTxT, -jnp.inf)
+    probs_BxNxTxT = jax.nn.softmax(scores_BxNxTxT, axis=-1)
+    out_BxNxTxH = jnp.einsum("bnts,bnsh->bnth", probs_BxNxTxT.astype(dtype), v_BxNxTxH, preferred_element_type=jnp.float32)
+    return jnp.swapaxes(out_BxNxTxH, 1, 2)
+
+
+def remat(block_fn):
+    """``block_fn(x, layer) -> (x', parts)`` whose intermediates the backward pass recomputes instead of storing
+    (``jax.checkpoint``; Chen et al. 2016): on CPU nothing is saved — storing every layer's activations costs more
+    than recomputing them once they fall out of cache (mid-size GPT-2 step on one core: 247 → 162 ms,
+    ``benchmarks/README.md``); on accelerators the matmul outputs are saved and the elementwise work recomputed
+    (``dots_saveable``). A forward pass without differentiation is unchanged."""
+    policies = jax.checkpoint_policies
+    return jax.checkpoint(block_fn, policy=policies.nothing_saveable if jax.default_backend() == "cpu" else policies.dots_saveable)
+
+
 def matmul(x_xI: jax.Array, w_IxO: jax.Array, dtype, *, transpose_w: bool = False) -> jax.Array:
     """``x @ w`` (``x @ wᵀ`` with ``transpose_w``) over the last axis of ``x``, operands in ``dtype``, float32
     accumulation and result. The leading axes are flattened into one first: the same matrix product, but its

@@ -227,7 +227,7 @@ def _blocks(params: dict, tokens_BxT: jax.Array, cfg: LlamaConfig, dtype, keep: 
     def body(x_BxTxD, layer_and_window):
         layer, window = layer_and_window
         window = (None if windows_L is None else int(windows_L[0])) if static else window
-        x_BxTxD, parts = _block(x_BxTxD, layer, cfg, (cos_TxH, sin_TxH, window), dtype)
+        x_BxTxD, parts = language.remat(lambda x, lay: _block(x, lay, cfg, (cos_TxH, sin_TxH, window), dtype))(x_BxTxD, layer)
         return x_BxTxD, parts if keep else None
 
     xs = (params["layers"], None if static else jnp.asarray(windows_L))
