@@ -227,3 +227,22 @@ def test_bad_eval_input_fails_in_one_line(run, text_dir, tmp_path, capsys):
         code, out, err = _run(["eval-lm", *argv], capsys)
         assert code == 2 and out == ""
         assert needle in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_a_run_written_before_families_resumes_as_gpt2_and_refuses_another_family(run, text_dir, tmp_path, capsys):
+    """A config.json without ``family`` (runs from before the Llama and GPT-NeoX families) is a GPT-2 run: the same
+    command resumes it (to more steps), ``--family llama`` on it is refused in one line."""
+    import shutil
+
+    old = str(tmp_path / "old")
+    shutil.copytree(run, old)
+    path = os.path.join(old, "config.json")
+    stored = json.loads(open(path).read())
+    del stored["family"]
+    open(path, "w").write(json.dumps(stored))
+    llama = ["--family", "llama", "--model-overrides", "hidden_size=16", "intermediate_size=32", "num_attention_heads=2",
+             "num_key_value_heads=2", "num_hidden_layers=1"]
+    code, _, err = _run(_train_argv(text_dir, "--seed", "2", "--out", old, *llama), capsys)
+    assert code == 2 and "was started with family = None, not 'llama'" in err
+    assert cli.main(_train_argv(text_dir, "--seed", "2", "--out", old)) == 0
+    assert "family" not in json.loads(open(path).read())  # the stored config is kept as written

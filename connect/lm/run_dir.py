@@ -40,14 +40,29 @@ def metrics_path(out: str, seed: int) -> str:
     return os.path.join(out, f"seed-{seed}", "metrics.jsonl")
 
 
+#: Fields added to the config after runs were written, with the value every earlier run had: a stored config
+#: without the field resumes when the value asked for is that one.
+ADDED_FIELDS = {"family": "gpt2"}
+
+
 def check(out: str, cfg) -> None:
     """Check, writing nothing, that ``out`` can hold a run of ``cfg`` (:func:`connect.io.check_directory`)."""
-    check_directory(out, cfg.to_dict(), allowed=())
+    check_directory(out, cfg.to_dict(), allowed=(), ignore=_older(out, cfg))
 
 
 def claim(out: str, cfg, resolved: dict) -> None:
     """Write ``config.json`` (with the ``resolved`` facts), or check that the stored one matches ``cfg``."""
-    claim_directory(out, cfg.to_dict(), allowed=(), extra={"resolved": resolved})
+    claim_directory(out, cfg.to_dict(), allowed=(), extra={"resolved": resolved}, ignore=_older(out, cfg))
+
+
+def _older(out: str, cfg) -> tuple[str, ...]:
+    """The :data:`ADDED_FIELDS` that ``out``'s stored config lacks while ``cfg`` has their old value."""
+    try:
+        with open(os.path.join(out, "config.json")) as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        return ()  # absent or unreadable: check_directory says so
+    return tuple(k for k, v in ADDED_FIELDS.items() if isinstance(stored, dict) and k not in stored and getattr(cfg, k) == v)
 
 
 @contextlib.contextmanager
