@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -44,7 +45,8 @@ _DIGEST_KEYS = {"format": str, "metadata.json": str, "arrays": dict, "files": di
 #: The arrays of a checkpoint saved with ``export_arrays`` (safetensors, readable without connect).
 ARRAYS_FILE = "params.safetensors"
 #: The command that writes each family's checkpoints and its output flag (named in the fix of a damaged one).
-WRITERS = {"relu": ("connect width-sweep", "--run-dir"), **{f: ("connect train-lm", "--out") for f in ("gpt2", "llama", "gpt_neox")}}
+_LM = ("gpt2", "llama", "qwen2", "mistral", "gpt_neox")  # language-model families and Hugging Face model types
+WRITERS = {"relu": ("connect width-sweep", "--run-dir"), **{f: ("connect train-lm", "--out") for f in _LM}}
 
 
 def save_checkpoint(path: str, params: dict, metadata: dict, *, export_arrays: bool = False) -> None:
@@ -118,8 +120,8 @@ def is_complete(path: str) -> bool:
 
 
 def load_checkpoint(path: str, *, allow_nonfinite: bool = False) -> tuple[dict, dict]:
-    """``(params, metadata)`` of the checkpoint in directory ``path``; params as numpy arrays. A UserError when it is
-    missing, incomplete, unreadable or unlike its digest, or (unless ``allow_nonfinite``) holds a NaN or an infinity."""
+    """``(params, metadata)`` (numpy) of checkpoint ``path``; a UserError when it is missing, incomplete, unreadable,
+    unlike its digest, or (unless ``allow_nonfinite``) holds a NaN or an infinity."""
     metadata, digest = _open(path)
     params = _restore(path, "params", digest)
     if not allow_nonfinite:
@@ -136,9 +138,7 @@ def _open(path: str) -> tuple[dict, dict | None]:
     if not os.path.isfile(meta_path):
         raise UserError(f"checkpoint {path} is incomplete (no metadata.json: its save was interrupted): {_redo(path)}")
     try:
-        with open(meta_path, "rb") as f:
-            raw = f.read()
-        metadata = json.loads(raw)
+        metadata = json.loads(raw := Path(meta_path).read_bytes())
     except (OSError, ValueError) as e:
         raise UserError(f"checkpoint {path} has a corrupt metadata.json ({_shown(e, 300)}): {_redo(path)}") from None
     if not isinstance(metadata, dict):
@@ -170,13 +170,16 @@ def _restore(path: str, tree: str, digest: dict | None) -> dict:
                for rel, sha in sorted(listed.items())
                if not os.path.isfile(os.path.join(path, rel)) or _file_sha256(os.path.join(path, rel)) != sha]
     what = "unreadable parameters" if tree == "params" else "an unreadable optimizer state"
-    try:
-        with _quiet(), ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(me := jax.process_index(), {me})) as ckptr:
-            restored = jax.tree.map(np.asarray, ckptr.restore(os.path.join(os.path.abspath(path), tree)))
-    except Exception as e:  # orbax raises many types for damaged trees
-        m = _ORBAX_ARRAY.search(_shown(e, 300))
-        detail = f"array {m.group(1)} cannot be read: {m.group(2)[:160] or 'damaged'}" if m else _shown(e, 300)
-        raise UserError(f"checkpoint {path} has {what} ({'; '.join([detail, *damaged[:1]])}): {_redo(path)}") from None
+    for attempt in range(2):  # a failure that names no array (seen rarely, under load) is retried once for one that does
+        try:
+            with _quiet(), ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(me := jax.process_index(), {me})) as ckptr:
+                restored = jax.tree.map(np.asarray, ckptr.restore(os.path.join(os.path.abspath(path), tree)))
+            break
+        except Exception as e:  # orbax raises many types for damaged trees
+            if (m := _ORBAX_ARRAY.search(_shown(e, 300))) is None and attempt == 0:
+                continue
+            detail = f"array {m.group(1)} cannot be read: {m.group(2)[:160] or 'damaged'}" if m else _shown(e, 300)
+            raise UserError(f"checkpoint {path} has {what} ({'; '.join([detail, *damaged[:1]])}): {_redo(path)}") from None
     want = {k[len(tree) + 1:]: v for k, v in (digest or {}).get("arrays", {}).items() if k.startswith(f"{tree}/")}
     got = _flat(restored)
     bad = [] if digest is None else sorted(k for k in set(want) | set(got) if k not in got or _array_digest(got[k]) != want.get(k))
@@ -188,8 +191,7 @@ def _restore(path: str, tree: str, digest: dict | None) -> dict:
 
 @contextlib.contextmanager
 def _quiet():
-    """Mute absl/asyncio/orbax logs while restoring, and drop from then on the "RuntimeError: Event loop is closed"
-    that tensorstore callbacks of a failed restore raise later on orbax's closed loop (printed as unraisable)."""
+    """Mute absl/asyncio/orbax logs while restoring; drop the later unraisable "Event loop is closed" of tensorstore."""
     previous = sys.unraisablehook
     if not getattr(previous, "drops_closed_loop", False):
         def hook(u):
@@ -207,8 +209,7 @@ def _quiet():
 
 
 def check_finite(path: str, params, *, fix: str = "") -> None:
-    """A UserError naming the first array of ``params`` that holds a NaN or an infinity (``fix`` ends it; default:
-    pass ``allow_nonfinite``)."""
+    """A UserError naming the first array of ``params`` holding a NaN or an infinity (``fix`` ends it, default: allow_nonfinite)."""
     for name, x in _flat(params).items():
         x = np.asarray(x)
         floats = x.dtype.kind in "fc" or "float" in x.dtype.name  # bfloat16's kind is "V"
@@ -219,8 +220,8 @@ def check_finite(path: str, params, *, fix: str = "") -> None:
 
 
 def model_config(path: str, metadata: dict, cls: type, family: str, *, required: bool = True):
-    """``metadata["model_config"]`` as dataclass ``cls`` (:func:`typed`) once ``metadata["model"]`` is checked to be
-    ``family``; None when not ``required`` and nothing is recorded."""
+    """``metadata["model_config"]`` as dataclass ``cls`` (:func:`typed`) once ``metadata["model"]`` is ``family``; None
+    when not ``required`` and nothing is recorded."""
     model, values = metadata.get("model"), metadata.get("model_config")
     if (model is not None or required) and not isinstance(model, str):
         raise UserError(f"checkpoint {path}: metadata.json field model = {_shown(model)} is not a string: {_redo(path)}")
@@ -298,8 +299,8 @@ def step_dir(directory: str, step: int) -> str:
 
 
 def save_train_state(path: str, params, opt_state, metadata: dict) -> None:
-    """Save params, the leaves of ``opt_state`` (any pytree) and ``metadata`` to ``path``; the digest last,
-    so an interrupted save is never complete. An existing directory at ``path`` is replaced."""
+    """Save params, the leaves of ``opt_state`` (any pytree) and ``metadata`` to ``path`` (replaced if it exists); the
+    digest last, so an interrupted save is never complete."""
     leaves = {f"{i:06d}": x for i, x in enumerate(jax.tree.leaves(opt_state))}
     _save(os.path.abspath(path), {"params": params, "opt_state": leaves}, metadata)
 
@@ -354,7 +355,7 @@ def recorded_optimizer(path: str) -> str | None:
 
 
 def _recorded_metadata(path: str) -> str:
-    """``path/metadata.json`` when it exists, else that of the newest ``step-*`` checkpoint below ``path`` (highest step)."""
+    """``path/metadata.json`` if it exists, else that of the newest ``step-*`` checkpoint below ``path``."""
     meta = os.path.join(path, "metadata.json")
     if not os.path.isfile(meta):
         found = glob.glob(os.path.join(glob.escape(path), "**", f"{STEP_PREFIX}*", "metadata.json"), recursive=True)
@@ -378,8 +379,7 @@ def _json_string(path: str, key: str) -> str | None:
 
 
 #: The commands that analyse each model family's checkpoints (named when a checkpoint of another family is passed).
-FAMILY_COMMANDS = {"relu": "connect barrier or connect theory",
-                   **dict.fromkeys(("gpt2", "llama", "qwen2", "mistral", "gpt_neox"), "connect paths or connect eval-lm")}
+FAMILY_COMMANDS = {"relu": "connect barrier or connect theory", **dict.fromkeys(_LM, "connect paths or connect eval-lm")}
 
 
 def family(path: str) -> str | None:
