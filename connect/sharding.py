@@ -32,10 +32,16 @@ def shardings(tree, mesh: Mesh, axis_name: str = "data"):
 
 def put(tree, mesh: Mesh | None, axis_name: str = "data"):
     """``tree`` fully sharded over ``mesh`` (unchanged without a mesh). Each process passes the whole arrays."""
-    if mesh is None:
-        return tree
-    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x), np.shape(x)),
-                        tree, shardings(tree, mesh, axis_name))
+    return tree if mesh is None else put_as(tree, shardings(tree, mesh, axis_name))
+
+
+def put_as(tree, target):
+    """``jax.device_put(tree, target)`` (one :class:`NamedSharding` for every array, or a tree of them) of arrays every
+    process holds whole and equal — each device takes its part — without device_put's check across processes (an
+    all-gather, waited for, of every array at every call)."""
+    if isinstance(target, NamedSharding):
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(target, x, np.shape(x)), tree)
+    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, x, np.shape(x)), tree, target)
 
 
 def fraction_per_device(tree) -> float:

@@ -222,12 +222,6 @@ def _ensemble_nll(model_cfg, dtype_name, members_M, x_BxT, y_BxT, w_B) -> jax.Ar
     return -jnp.sum(lp_BxT * w_B[:, None])[None]
 
 
-def _put(tree, target: NamedSharding):
-    """``jax.device_put(tree, sharding)`` of arrays every process holds whole and equal (each device takes its part),
-    without device_put's check across processes (an all-gather, waited for, of every array at every call)."""
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(target, x, x.shape), tree)
-
-
 def _over_data(fn, tokens, batch_size: int, context: int, max_batches: int | None, mesh: Mesh | None) -> np.ndarray:
     """``Σ_batches fn(x, y, w) / N`` (float64): ``fn`` returns summed NLLs, ``N`` counts the target tokens.
     Short batches are padded to ``batch_size`` rows of weight 0; rows are sharded over ``mesh``."""
@@ -238,7 +232,7 @@ def _over_data(fn, tokens, batch_size: int, context: int, max_batches: int | Non
         w_B = (np.arange(batch_size) < rows).astype(np.float32)
         pad = ((0, batch_size - rows), (0, 0))
         args = (np.pad(x_BxT, pad), np.pad(y_BxT, pad), w_B)
-        sums.append(fn(*(args if rows_sharding is None else _put(args, rows_sharding))))  # dispatched asynchronously
+        sums.append(fn(*(args if rows_sharding is None else sharding.put_as(args, rows_sharding))))  # dispatched asynchronously
         n_tokens += rows * context
     return np.sum(np.stack([np.asarray(s, np.float64) for s in jax.device_get(sums)]), axis=0) / n_tokens
 
@@ -276,7 +270,7 @@ def learn_path(theta_a, theta_b, kind: str, model_cfg: LMConfig, data, *, n_free
 
     def batch_fn(k):
         xy = tuple(jnp.asarray(a) for a in corpus.batch(tokens, seed, k, batch_size, context))
-        return xy if rows_sharding is None else _put(xy, rows_sharding)
+        return xy if rows_sharding is None else sharding.put_as(xy, rows_sharding)
 
     loss_fn = _batch_loss(model_cfg, jnp.dtype(compute_dtype).name)
     nodes_K, obj = paths.fit(kind, theta_a, theta_b, loss_fn, optimizer, jax.random.key(seed), n_free=n_free, steps=steps,

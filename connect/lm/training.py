@@ -49,7 +49,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from connect import batching, checkpoints, models, optimizers, schedules
+from connect import batching, checkpoints, models, optimizers, schedules, sharding
 from connect.errors import UserError
 from connect.lm import corpus, run_dir
 from connect.lm.config import TrainLMConfig
@@ -144,7 +144,7 @@ def _initial_state(run: _Run, out: str):
     if jax.process_count() > 1:  # every process of a jax.distributed run continues from process 0's state
         start, params_S, opt_S = multihost_utils.broadcast_one_to_all((np.int32(start), params_S, opt_S))
         start = int(start)
-    params_S, opt_S = _put((params_S, opt_S), NamedSharding(run.mesh, PartitionSpec()))
+    params_S, opt_S = sharding.put_as((params_S, opt_S), NamedSharding(run.mesh, PartitionSpec()))
     return run._replace(optimizer=optimizer), params_S, opt_S, start
 
 
@@ -166,7 +166,7 @@ def _loop(run: _Run, out: str, params_S, opt_S, start: int, progress: bool) -> d
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train-lm {cfg.optimizer}", unit="step", disable=not progress)
     pending, clock = None, (time.perf_counter(), start)
     for k in range(start, cfg.steps):
-        xy = _put(_batch(run.data.train, cfg, k), batch_sharding)
+        xy = sharding.put_as(_batch(run.data.train, cfg, k), batch_sharding)
         params_S, opt_S, m = step_fn(params_S, opt_S, *xy)
         done = k + 1
         bad_S = _first_bad(bad_S, m["loss"], done)
@@ -307,12 +307,6 @@ def _step_fn(cfg: TrainLMConfig, model_cfg, optimizer, dtype, replicated: NamedS
     if key not in _STEP_FNS:
         _STEP_FNS[key] = jax.jit(make_step(model_cfg, optimizer, dtype), donate_argnums=(0, 1), out_shardings=replicated)
     return _STEP_FNS[key]
-
-
-def _put(tree, sharding: NamedSharding):
-    """``jax.device_put(tree, sharding)`` of arrays every process holds whole and equal (each device takes its part),
-    without device_put's check across processes (an all-gather, waited for, of every array at every call)."""
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x, x.shape), tree)
 
 
 def _schedules(cfg: TrainLMConfig):
