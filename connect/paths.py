@@ -60,7 +60,9 @@ def point(kind, nodes_K, t: jax.Array):
     t ≤ ½, θ_B otherwise) — equal to ``Σ_k w_k θ_k`` since ``Σ_k w_k = 1``, but exact in
     floating point at t = 0 and t = 1 and on a path whose nodes are all equal (the path
     from a checkpoint to itself, whose barrier is then exactly 0), and made of elementwise
-    operations only (no matmul, whose reduced default precision on GPUs would round θ_A).
+    operations only (no matmul, whose reduced default precision on GPUs would round θ_A; the sum over k is
+    written out term by term: XLA:CPU runs a reduction over the nodes' leading axis ~20× slower than one fused
+    elementwise loop, 750 ms against 35 ms for the 30 M-parameter seed-paper GPT-2).
     """
     n_nodes = jax.tree.leaves(nodes_K)[0].shape[0]
     w_K = kind(t) if callable(kind) else weights(kind, n_nodes, t)
@@ -73,8 +75,11 @@ def combine(w_K: jax.Array, nodes_K, near_b: jax.Array):
 
     def leaf(x_K):
         anchor = jnp.where(near_b, x_K[-1], x_K[0])
-        w = w_K.astype(x_K.dtype).reshape((n_nodes,) + (1,) * (x_K.ndim - 1))  # the nodes' precision
-        return anchor + jnp.sum(w * (x_K - anchor[None]), axis=0)
+        w_K_ = w_K.astype(x_K.dtype)  # the nodes' precision
+        delta = w_K_[0] * (x_K[0] - anchor)
+        for k in range(1, n_nodes):  # Σ_k in order, unrolled (K is small and static)
+            delta = delta + w_K_[k] * (x_K[k] - anchor)
+        return anchor + delta
 
     return jax.tree.map(leaf, nodes_K)
 
