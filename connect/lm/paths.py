@@ -43,7 +43,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from connect import barrier, models, optimizers, paths, sharding, spectra
 from connect.errors import UserError
 from connect.lm import corpus
-from connect.models import LMConfig
+from connect.models import LMConfig, language
 
 # --- checks ---------------------------------------------------------------------------------------
 
@@ -192,10 +192,10 @@ _point = jax.jit(paths.point, static_argnums=0)
 
 
 def _target_logprobs(params, x_BxT, y_BxT, model_cfg, dtype) -> jax.Array:
-    """``log p(y_bi | x_b,≤i) = z_{y} − logsumexp_v z_v``, shape ``(B, T)`` (as the family's ``loss``)."""
-    logits_BxTxV = models.family(model_cfg).apply(params, x_BxT, model_cfg, compute_dtype=dtype)
-    target_BxT = jnp.take_along_axis(logits_BxTxV, y_BxT[..., None], axis=-1)[..., 0]
-    return target_BxT - jax.nn.logsumexp(logits_BxTxV, axis=-1)
+    """``log p(y_bi | x_b,≤i) = z_{y} − logsumexp_v z_v``, shape ``(B, T)`` (as the family's ``loss``; the logits
+    are never stored, :func:`connect.models.language.head_nll`)."""
+    x_BxTxD, head_VxD = models.family(model_cfg).features(params, x_BxT, model_cfg, compute_dtype=dtype)
+    return -language.head_nll(x_BxTxD, head_VxD, y_BxT, dtype)
 
 
 @functools.partial(jax.jit, static_argnums=0)

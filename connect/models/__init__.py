@@ -6,7 +6,8 @@ and the studies use without knowing the family:
 * ``FAMILY`` (the name recorded in checkpoints), a frozen config dataclass with ``vocab_size``,
   ``tie_word_embeddings``, ``to_dict()`` and the properties ``d_model``, ``n_layers``, ``context_limit``;
   ``CONFIGS`` (named configs, ``tiny`` among them), ``config(name_or_cfg, **overrides)``, ``check_context``;
-* ``init(key, cfg)``, ``apply(params, tokens, cfg, *, compute_dtype)``, ``loss(...)``, ``activations(...)``;
+* ``init(key, cfg)``, ``apply(params, tokens, cfg, *, compute_dtype)`` (logits), ``features(...)`` (the final
+  hidden states and the head, whose product ``apply`` returns), ``loss(...)``, ``activations(...)``;
 * the weight matrices under one naming (Hugging Face's): ``LAYER_MATRICES``, ``matrix_names``,
   ``hidden_matrix_names``, ``checked_matrix_names``, ``matrices`` (each ``(…, fan_out, fan_in)``) and
   ``MUON_MATRICES`` (leaf path -> matrices fused along its last axis);

@@ -171,16 +171,21 @@ def apply(params: dict, tokens_BxT: jax.Array, cfg: GPT2Config, *, compute_dtype
     With ``compute_dtype=bfloat16`` the matmul operands (params and activations) are cast to
     bf16; the residual stream, LayerNorm statistics, softmax and logits stay float32.
     """
+    return language.head_logits(*features(params, tokens_BxT, cfg, compute_dtype=compute_dtype), compute_dtype)
+
+
+def features(params: dict, tokens_BxT: jax.Array, cfg: GPT2Config, *, compute_dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """``(x, W)``: the final normed hidden states ``(B, T, D)`` (float32) and the ``(V, D)`` head, logits ``x · Wᵀ``."""
     x_BxTxD, _ = _blocks(params, tokens_BxT, cfg, compute_dtype, keep=False)
     x_BxTxD = _layer_norm(x_BxTxD, params["ln_f"], cfg.layer_norm_epsilon)
     head_VxD = params["wte"] if cfg.tie_word_embeddings else params["lm_head"]
-    return language.head_logits(x_BxTxD, head_VxD, compute_dtype)
+    return x_BxTxD, head_VxD
 
 
 def loss(params: dict, tokens_BxT: jax.Array, targets_BxT: jax.Array, cfg: GPT2Config, *,
          compute_dtype=jnp.float32) -> jax.Array:
     """Mean next-token cross-entropy in nats, ``mean_{b,i} [logsumexp_v z_{biv} − z_{b,i,y_bi}]`` (float32)."""
-    return language.next_token_loss(apply(params, tokens_BxT, cfg, compute_dtype=compute_dtype), targets_BxT)
+    return language.head_loss(*features(params, tokens_BxT, cfg, compute_dtype=compute_dtype), targets_BxT, compute_dtype)
 
 
 def activations(params: dict, tokens_BxT: jax.Array, cfg: GPT2Config, *, compute_dtype=jnp.float32) -> dict:

@@ -1,6 +1,9 @@
-"""What every language-model family shares: the next-token loss on its logits and the checking of matrix names."""
+"""What every language-model family shares: the next-token loss (on logits, or fused with the head's product), dense
+layers and causal attention as XLA:CPU runs them fastest, rematerialisation, and the checking of matrix names."""
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -9,10 +12,103 @@ from connect.errors import UserError
 
 
 def next_token_loss(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
-    """Mean next-token cross-entropy in nats, ``mean_{b,i} [logsumexp_v z_{biv} − z_{b,i,y_bi}]`` (float32)."""
+    """Mean next-token cross-entropy in nats, ``mean_{b,i} [logsumexp_v z_{biv} − z_{b,i,y_bi}]`` (float32), from
+    materialised logits (the reference the families' fused :func:`head_loss` is tested against)."""
+    return jnp.mean(_logits_nll(logits_BxTxV, targets_BxT))
+
+
+def _logits_nll(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
     logz_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
-    target_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
-    return jnp.mean(logz_BxT - target_BxT)
+    return logz_BxT - jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+
+
+def head_loss(x_BxTxD: jax.Array, head_VxD: jax.Array, targets_BxT: jax.Array, dtype) -> jax.Array:
+    """:func:`next_token_loss` of the logits ``z = x · Wᵀ`` without materialising them (:func:`head_nll`)."""
+    return jnp.mean(head_nll(x_BxTxD, head_VxD, targets_BxT, dtype))
+
+
+def head_nll(x_BxTxD: jax.Array, head_VxD: jax.Array, targets_BxT: jax.Array, dtype) -> jax.Array:
+    """``−log softmax(z)_y = logsumexp_v z_v − z_y`` per token, ``(B, T)`` float32, for the logits ``z = x · Wᵀ`` of
+    the final hidden states and the ``(V, D)`` head (operands in ``dtype``, float32 accumulation).
+
+    On CPU the vocabulary is swept in blocks of :data:`HEAD_CHUNK` columns with the running (online) logsumexp
+    ``m' = max(m, max_c z_c)``, ``s' = s·e^{m−m'} + Σ_c e^{z_c−m'}`` (Milakov & Gimelshein 2018), so that a block's
+    logits are used while still in cache; the ``B·T × V`` matrix is never stored. The gradient (a custom VJP)
+    sweeps the blocks again: ``∂z = g·(softmax(z) − onehot(y))``, ``∂x = ∂z·W``, ``∂W = ∂zᵀ·x`` (the fused
+    linear cross-entropy of Wijmans et al. 2025, "Cut your losses"). Seed-paper head, 1024 tokens × 256 × 50257 on
+    one core, against materialised logits: forward 403 → 156 ms, with the gradient 807 → 654 ms
+    (``benchmarks/README.md``). On accelerators the logits are one product, differentiated by autodiff: memory
+    bandwidth is ample there, and the fused gradient's second product would add ~10 % to GPT-2 124M's FLOPs. A
+    vocabulary of one block (``V ≤ HEAD_CHUNK``) is one product everywhere."""
+    if jax.default_backend() != "cpu" or head_VxD.shape[0] <= HEAD_CHUNK:
+        return _logits_nll(head_logits(x_BxTxD, head_VxD, dtype), targets_BxT)
+    nll_N = _head_nll(x_BxTxD.reshape(-1, x_BxTxD.shape[-1]), head_VxD, targets_BxT.reshape(-1), jnp.dtype(dtype).name, HEAD_CHUNK)
+    return nll_N.reshape(targets_BxT.shape)
+
+
+#: Vocabulary columns per block of :func:`head_nll` on CPU (the seed-paper head on one core: 153–167 ms forward for blocks of 128 … 1024).
+HEAD_CHUNK = 256
+
+
+def _blocks_of(head_VxD: jax.Array, chunk: int, init, update):
+    """``update(carry, start, W_block)`` over the head's row blocks of ``chunk`` (the last one shorter), in order."""
+    n_full, carry = head_VxD.shape[0] // chunk, init
+    if n_full:
+        carry = jax.lax.fori_loop(0, n_full, lambda i, c: update(c, i * chunk, jax.lax.dynamic_slice_in_dim(head_VxD, i * chunk, chunk)), carry)
+    if head_VxD.shape[0] % chunk:
+        carry = update(carry, n_full * chunk, head_VxD[n_full * chunk:])
+    return carry
+
+
+def _logits(x_NxD, w_CxD, dtype_name):
+    contract = ((1,), (1,)), ((), ())
+    return jax.lax.dot_general(x_NxD.astype(dtype_name), w_CxD.astype(dtype_name), contract, preferred_element_type=jnp.float32)
+
+
+def _logsumexp_and_target(x_NxD, head_VxD, y_N, dtype_name, chunk):
+    def update(carry, start, w_CxD):
+        m_N, s_N = carry
+        z_NxC = _logits(x_NxD, w_CxD, dtype_name)
+        m_new_N = jnp.maximum(m_N, jnp.max(z_NxC, axis=1))
+        return m_new_N, s_N * jnp.exp(m_N - m_new_N) + jnp.sum(jnp.exp(z_NxC - m_new_N[:, None]), axis=1)
+
+    n = x_NxD.shape[0]
+    m_N, s_N = _blocks_of(head_VxD, chunk, (jnp.full((n,), -jnp.inf, jnp.float32), jnp.zeros((n,), jnp.float32)), update)
+    w_y_NxD = head_VxD[y_N].astype(dtype_name).astype(jnp.float32)
+    target_N = jnp.sum(x_NxD.astype(dtype_name).astype(jnp.float32) * w_y_NxD, axis=1)
+    return m_N + jnp.log(s_N), target_N
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _head_nll(x_NxD, head_VxD, y_N, dtype_name, chunk):
+    return _head_nll_fwd(x_NxD, head_VxD, y_N, dtype_name, chunk)[0]
+
+
+def _head_nll_fwd(x_NxD, head_VxD, y_N, dtype_name, chunk):
+    lse_N, target_N = _logsumexp_and_target(x_NxD, head_VxD, y_N, dtype_name, chunk)
+    return lse_N - target_N, (x_NxD, head_VxD, y_N, lse_N)
+
+
+def _head_nll_bwd(dtype_name, chunk, res, g_N):
+    x_NxD, head_VxD, y_N, lse_N = res
+    x_c = x_NxD.astype(dtype_name)
+
+    def update(carry, start, w_CxD):
+        dx_NxD, dw_VxD = carry
+        p_NxC = (jnp.exp(_logits(x_NxD, w_CxD, dtype_name) - lse_N[:, None]) * g_N[:, None]).astype(dtype_name)
+        dx_NxD = dx_NxD + jnp.dot(p_NxC, w_CxD.astype(dtype_name), preferred_element_type=jnp.float32)
+        dw_CxD = jax.lax.dot_general(p_NxC, x_c, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+        return dx_NxD, jax.lax.dynamic_update_slice_in_dim(dw_VxD, dw_CxD.astype(dw_VxD.dtype), start, axis=0)
+
+    init = (jnp.zeros(x_NxD.shape, jnp.float32), jnp.zeros(head_VxD.shape, head_VxD.dtype))
+    dx_NxD, dw_VxD = _blocks_of(head_VxD, chunk, init, update)
+    # the target's part, −z_y: ∂x −= g·W_y, ∂W_y −= g·x (rounded to dtype as the product's operands)
+    dx_NxD = dx_NxD - g_N[:, None] * head_VxD[y_N].astype(dtype_name).astype(jnp.float32)
+    dw_VxD = dw_VxD.at[y_N].add((-g_N[:, None] * x_c.astype(jnp.float32)).astype(dw_VxD.dtype))
+    return dx_NxD.astype(x_NxD.dtype), dw_VxD, None
+
+
+_head_nll.defvjp(_head_nll_fwd, _head_nll_bwd)
 
 
 def causal_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, dtype) -> jax.Array:
