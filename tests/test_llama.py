@@ -15,7 +15,7 @@ from connect import symmetry
 from connect.errors import UserError
 from connect.lm import huggingface as hf
 from connect.lm.huggingface import llama as hf_llama
-from connect.models import llama
+from connect.models import language, llama
 
 T = 16
 BASE = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
@@ -195,9 +195,9 @@ def test_attention_window_static_and_traced_agree_with_a_direct_computation():
         scores = np.einsum("btnh,bsnh->bnts", q, np.repeat(k, 3, axis=2)) / 2.0
         probs = np.exp(np.where(visible, scores, -np.inf) - scores.max(-1, keepdims=True))
         expected = np.einsum("bnts,bsnh->btnh", probs / probs.sum(-1, keepdims=True), np.repeat(v, 3, axis=2))
-        np.testing.assert_allclose(llama.attend(q, k, v, window), expected, atol=1e-5)
-    traced = jax.jit(lambda w: llama.attend(q, k, v, w))(jnp.int32(3))
-    np.testing.assert_allclose(traced, llama.attend(q, k, v, 3), atol=1e-6)
+        np.testing.assert_allclose(language.causal_attention(q, k, v, jnp.float32, window), expected, atol=1e-5)
+    traced = jax.jit(lambda w: language.causal_attention(q, k, v, jnp.float32, w))(jnp.int32(3))
+    np.testing.assert_allclose(traced, language.causal_attention(q, k, v, jnp.float32, 3), atol=1e-6)
 
 
 def test_rope_parameters_and_legacy_rope_scaling_read_alike():

@@ -289,31 +289,15 @@ def _rope(y_BxTxNxH: jax.Array, cos_TxH: jax.Array, sin_TxH: jax.Array, dtype) -
 
 
 def _attention(h_BxTxD: jax.Array, attn: dict, cfg: LlamaConfig, position, dtype) -> jax.Array:
-    """Causal grouped-query self-attention with rotary q and k (:func:`attend`), then ``o_proj``."""
+    """Causal grouped-query self-attention with rotary q and k (:func:`connect.models.language.causal_attention`, with
+    the layer's sliding window), then ``o_proj``."""
     (B, T, _), (cos_TxH, sin_TxH, window) = h_BxTxD.shape, position
     N, K, H = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.d_head
     q_BxTxNxH = _rope(_dense(h_BxTxD, attn["q_proj"], dtype).reshape(B, T, N, H), cos_TxH, sin_TxH, dtype)
     k_BxTxKxH = _rope(_dense(h_BxTxD, attn["k_proj"], dtype).reshape(B, T, K, H), cos_TxH, sin_TxH, dtype)
-    out_BxTxNxH = attend(q_BxTxNxH, k_BxTxKxH, _dense(h_BxTxD, attn["v_proj"], dtype).reshape(B, T, K, H), window)
+    v_BxTxKxH = _dense(h_BxTxD, attn["v_proj"], dtype).reshape(B, T, K, H)
+    out_BxTxNxH = language.causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, dtype, window)
     return _dense(out_BxTxNxH.reshape(B, T, N * H), attn["o_proj"], dtype).astype(jnp.float32)
-
-
-def attend(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, window) -> jax.Array:
-    """``softmax(q kᵀ/√d_h + mask) v`` per query head ``n`` with key/value head ``n // (N/K)``, key ``j`` visible to
-    query ``i`` iff ``j ≤ i`` and ``i − j < window`` (an int, a traced per-layer int, or None: no window), by
-    ``jax.nn.dot_product_attention``: scores and softmax in float32 (XLA); on a GPU with 16-bit operands and a
-    static window, cuDNN's fused kernel, which never stores the ``T x T`` scores, where it takes the shapes."""
-    mask = None
-    if isinstance(window, jax.Array):
-        i_Tx1, j_1xT = jnp.arange(q_BxTxNxH.shape[1])[:, None], jnp.arange(k_BxTxKxH.shape[1])[None, :]
-        mask, window = (i_Tx1 - j_1xT < window)[None, None], None
-    kwargs = {"mask": mask, "is_causal": True, "local_window_size": None if window is None else (window - 1, 0)}
-    if mask is None and q_BxTxNxH.dtype != jnp.float32 and jax.default_backend() == "gpu":
-        try:
-            return jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, implementation="cudnn", **kwargs)
-        except (ValueError, NotImplementedError, RuntimeError):
-            pass  # cuDNN declines these shapes (it checks them while tracing)
-    return jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, implementation="xla", **kwargs)
 
 
 # --- the family's symmetries (read by connect.symmetry and connect.lm.alignment) ----------------------
