@@ -43,7 +43,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from connect import barrier, models, optimizers, paths, sharding, spectra
 from connect.errors import UserError
 from connect.lm import corpus
-from connect.models import LMConfig, language
+from connect.models import LMConfig
 
 # --- checks ---------------------------------------------------------------------------------------
 
@@ -191,13 +191,6 @@ def _ensembles(kind, nodes_K, model_cfg, tokens, ts_T, loss_T, **kw) -> dict:
 _point = jax.jit(paths.point, static_argnums=0)
 
 
-def _target_logprobs(params, x_BxT, y_BxT, model_cfg, dtype) -> jax.Array:
-    """``log p(y_bi | x_b,≤i) = z_{y} − logsumexp_v z_v``, shape ``(B, T)`` (as the family's ``loss``; the logits
-    are never stored, :func:`connect.models.language.head_nll`)."""
-    x_BxTxD, head_VxD = models.family(model_cfg).features(params, x_BxT, model_cfg, compute_dtype=dtype)
-    return -language.head_nll(x_BxTxD, head_VxD, y_BxT, dtype)
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _points(kind, nodes_K, ts_C):
     """``θ(t)`` for every t of a chunk, stacked on a leading axis C."""
@@ -209,7 +202,7 @@ def _points_nll(model_cfg, dtype_name, points_C, x_BxT, y_BxT, w_B) -> jax.Array
     """``Σ_b w_b Σ_i −log p_θ(y_bi)`` for each of C stacked models (vmap), shape ``(C,)``."""
 
     def nll(params):
-        return -jnp.sum(_target_logprobs(params, x_BxT, y_BxT, model_cfg, jnp.dtype(dtype_name)) * w_B[:, None])
+        return jnp.sum(models.token_nll(params, x_BxT, y_BxT, model_cfg, jnp.dtype(dtype_name)) * w_B[:, None])
 
     return jax.vmap(nll)(points_C)
 
@@ -217,7 +210,7 @@ def _points_nll(model_cfg, dtype_name, points_C, x_BxT, y_BxT, w_B) -> jax.Array
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _ensemble_nll(model_cfg, dtype_name, members_M, x_BxT, y_BxT, w_B) -> jax.Array:
     """``Σ_b w_b Σ_i −log((1/M) Σ_m p_m(y_bi))``, shape ``(1,)``; the members one at a time (lax.map)."""
-    lp_MxBxT = jax.lax.map(lambda p: _target_logprobs(p, x_BxT, y_BxT, model_cfg, jnp.dtype(dtype_name)), members_M)
+    lp_MxBxT = jax.lax.map(lambda p: -models.token_nll(p, x_BxT, y_BxT, model_cfg, jnp.dtype(dtype_name)), members_M)
     lp_BxT = jax.nn.logsumexp(lp_MxBxT, axis=0) - jnp.log(jnp.float32(lp_MxBxT.shape[0]))
     return -jnp.sum(lp_BxT * w_B[:, None])[None]
 

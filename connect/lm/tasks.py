@@ -128,7 +128,7 @@ def encode(examples, context: int) -> Encoded:
 
 def masked_loss(params, x_BxT, y_BxT, mask_BxT, cfg: LMConfig, *, compute_dtype=jnp.float32) -> jax.Array:
     """Mean cross-entropy over answer tokens, ``Σ m_bi (logsumexp z_bi − z_{bi,y_bi}) / Σ m_bi`` (nats)."""
-    ce_BxT = _token_ce(params, x_BxT, y_BxT, cfg, compute_dtype)
+    ce_BxT = models.token_nll(params, x_BxT, y_BxT, cfg, compute_dtype)
     return jnp.sum(ce_BxT * mask_BxT) / jnp.maximum(jnp.sum(mask_BxT), 1.0)
 
 
@@ -174,15 +174,9 @@ def _answers(enc: Encoded, width: int) -> np.ndarray:
     return np.take_along_axis(enc.y_NxT, idx_NxA, axis=1)
 
 
-def _token_ce(params, x_BxT, y_BxT, cfg, compute_dtype=jnp.float32) -> jax.Array:
-    logits_BxTxV = models.family(cfg).apply(params, x_BxT, cfg, compute_dtype=compute_dtype)
-    target_BxT = jnp.take_along_axis(logits_BxTxV, y_BxT[..., None], axis=-1)[..., 0]
-    return jax.nn.logsumexp(logits_BxTxV, axis=-1) - target_BxT
-
-
 @functools.partial(jax.jit, static_argnums=(4,))
 def _ce_sums(params, x_BxT, y_BxT, mask_BxT, cfg):
-    ce_BxT = _token_ce(params, x_BxT, y_BxT, cfg)
+    ce_BxT = models.token_nll(params, x_BxT, y_BxT, cfg)
     return jnp.sum(ce_BxT * mask_BxT), jnp.sum(mask_BxT)
 
 

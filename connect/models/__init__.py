@@ -21,13 +21,16 @@ import importlib
 from types import ModuleType
 from typing import Protocol
 
+import jax
+import jax.numpy as jnp
+
 from connect.errors import UserError
-from connect.models import relu
+from connect.models import language, relu
 
 #: Language-model families, each a module ``connect.models.<name>``.
 LM_FAMILIES = ("gpt2", "llama", "gpt_neox")
 
-__all__ = ["relu", "LM_FAMILIES", "family"]
+__all__ = ["relu", "LM_FAMILIES", "family", "token_nll"]
 
 
 class LMConfig(Protocol):
@@ -58,6 +61,13 @@ def family(name_or_cfg) -> ModuleType:
     if module.rsplit(".", 1)[-1] not in LM_FAMILIES:
         raise TypeError(f"{type(name_or_cfg).__name__} is not the config of a language-model family")
     return importlib.import_module(module)
+
+
+def token_nll(params, tokens_BxT, targets_BxT, cfg, compute_dtype=jnp.float32) -> jax.Array:
+    """``−log p(y_bi | x_b,≤i)`` per token, ``(B, T)`` float32, of any family's model (its ``features`` and
+    :func:`connect.models.language.head_nll`: on CPU the logits are never stored)."""
+    x_BxTxD, head_VxD = family(cfg).features(params, tokens_BxT, cfg, compute_dtype=compute_dtype)
+    return language.head_nll(x_BxTxD, head_VxD, targets_BxT, compute_dtype)
 
 
 def layer_matrices(cfg) -> dict[str, list[str]]:
