@@ -99,6 +99,19 @@ def _numpy_logprobs(params, tokens, n_windows):
     return z - np.log(np.exp(z).sum(-1, keepdims=True)), y
 
 
+@pytest.mark.parametrize("streams", [2, 3])
+def test_batches_on_several_host_threads_give_one_threads_losses(chain, monkeypatch, streams):
+    """CPU batches evaluated by several threads at once (``cpu_streams``): the same losses, bit for bit, in order."""
+    val = _tokens(CTX * BATCH * 5 + 1 - 2 * CTX, 6)  # 5 batches, the last one short
+    runs = {}
+    for n in (1, streams):
+        monkeypatch.setattr(lm_paths, "cpu_streams", lambda n=n: n)
+        runs[n] = (lm_paths.path_losses("polychain", chain, CFG, val, TS, batch_size=BATCH, context=CTX),
+                   lm_paths.ensemble_loss(chain, CFG, val, batch_size=BATCH, context=CTX))
+    _assert_bit_equal(runs[streams], runs[1])
+    assert len(set(np.asarray(runs[1][0]).tolist())) == len(TS)  # a real curve, not one repeated batch
+
+
 def test_barriers_ood_and_ensembles_against_numpy(chain):
     val, ood = _tokens(CTX * 6 + 1, 4), _tokens(CTX * 5 + 1, 5)
     out = lm_paths.evaluate_path("polychain", chain, CFG, val, TS, batch_size=BATCH, context=CTX, ood_tokens=ood, t_chunk=3)
