@@ -140,7 +140,13 @@ def along_path(kind, nodes_K, ts_T, matrices_fn: Callable, *, constraint_sets: M
 
 def _names(matrices_fn: Callable, nodes_K) -> list[str]:
     """The matrices' names in the family's order, read while tracing (no arrays computed or moved; the dicts
-    that jit and eval_shape return come back sorted by key)."""
+    that jit and eval_shape return come back sorted by key); traced once per function and tree of shapes."""
+    leaves, treedef = jax.tree.flatten(nodes_K)
+    return list(_traced_names(matrices_fn, treedef, tuple((np.shape(x), np.dtype(x.dtype).name) for x in leaves)))
+
+
+@functools.lru_cache(maxsize=32)
+def _traced_names(matrices_fn: Callable, treedef, shapes: tuple) -> tuple[str, ...]:
     order: list[str] = []
 
     def trace(nodes):
@@ -148,8 +154,8 @@ def _names(matrices_fn: Callable, nodes_K) -> list[str]:
         order.extend(out)
         return out
 
-    jax.eval_shape(trace, nodes_K)
-    return order
+    jax.eval_shape(trace, jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in shapes]))
+    return tuple(order)
 
 
 @functools.lru_cache(maxsize=32)
