@@ -8,9 +8,11 @@ A path is :mod:`connect.paths`' stacked nodes ``[θ_A, θ_1, …, θ_B]`` over a
   consecutive windows of :func:`connect.lm.corpus.eval_batches` (every token weighted equally, as
   :func:`connect.lm.training.evaluate`). The points are built on the device (:func:`connect.paths.point`)
   ``t_chunk`` at a time, and one compiled program takes a data batch and returns the summed negative
-  log-likelihood at every point of the chunk (``vmap``); the batch axis is sharded over a 1-D mesh
-  named ``data`` (params fully sharded over it, :mod:`connect.sharding`), so XLA sums across devices. The last, short batch is padded with zero-weight rows, so one shape
-  compiles and every device gets whole rows;
+  log-likelihood at every point of the chunk (``vmap``; on CPU the head's logits are never stored,
+  :func:`connect.models.token_nll`); the batch axis is sharded over a 1-D mesh named ``data`` (params fully
+  sharded over it, :mod:`connect.sharding`), so XLA sums across devices; without a mesh on a CPU backend, up to
+  4 batches run at once on host threads (:func:`cpu_streams`). The last, short batch is padded with zero-weight
+  rows, so one shape compiles and every device gets whole rows;
 * **barriers** (:mod:`connect.barrier`): the seed's ``max_t [L(t) − ((1−t)L(0) + tL(1))]`` and
   ``max_t L(t) − max(L(0), L(1))``, on the val split and, when given, on a second corpus (out of
   distribution);
