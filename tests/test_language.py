@@ -74,3 +74,18 @@ def test_family_loss_is_the_mean_nll_of_its_logits(monkeypatch, family):
     y = rng.integers(0, cfg.vocab_size, (2, 16)).astype(np.int32)
     want = language.next_token_loss(fam.apply(params, x, cfg), y)
     np.testing.assert_allclose(float(fam.loss(params, x, y, cfg)), float(want), rtol=1e-6)
+
+
+def test_head_loss_and_gradient_under_vmap_equal_one_at_a_time(monkeypatch):
+    """Seeds are trained under ``vmap`` (``lm.training``): the fused loss and its custom VJP batch over them."""
+    monkeypatch.setattr(language, "HEAD_CHUNK", 8)
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    cases = [_case(50, seed=s) for s in (3, 4)]
+    x_S, w_S, y_S = (np.stack(a) for a in zip(*cases))
+    value_and_grad = jax.value_and_grad(lambda x, w, y: language.head_loss(x, w, y, jnp.float32), (0, 1))
+    loss_S, (gx_S, gw_S) = jax.jit(jax.vmap(value_and_grad))(x_S, w_S, y_S)
+    for s, (x, w, y) in enumerate(cases):
+        loss, (gx, gw) = value_and_grad(x, w, y)
+        np.testing.assert_allclose(float(loss_S[s]), float(loss), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(gx_S[s]), np.asarray(gx), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(gw_S[s]), np.asarray(gw), rtol=1e-5, atol=1e-7)
