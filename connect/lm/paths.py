@@ -223,7 +223,13 @@ def _over_data(fn, tokens, batch_size: int, context: int, max_batches: int | Non
     """``Σ_batches fn(x, y, w) / N`` (float64): ``fn`` returns summed NLLs, ``N`` counts the target tokens.
     Short batches are padded to ``batch_size`` rows of weight 0; rows are sharded over ``mesh``."""
     rows_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
-    batches = list(corpus.eval_batches(tokens, batch_size, context, max_batches))
+    n_tokens = 0
+
+    def batches():  # read lazily, the target tokens counted on the way
+        nonlocal n_tokens
+        for x_BxT, y_BxT in corpus.eval_batches(tokens, batch_size, context, max_batches):
+            n_tokens += x_BxT.shape[0] * context
+            yield x_BxT, y_BxT
 
     def one(xy):
         x_BxT, y_BxT = xy
@@ -236,10 +242,9 @@ def _over_data(fn, tokens, batch_size: int, context: int, max_batches: int | Non
     streams = cpu_streams() if mesh is None else 1
     if streams > 1:  # each thread runs one batch's program at a time; the sums are taken in batch order below
         with ThreadPoolExecutor(streams) as pool:
-            sums = list(pool.map(lambda xy: jax.block_until_ready(one(xy)), batches))
+            sums = list(pool.map(lambda xy: jax.block_until_ready(one(xy)), batches()))
     else:
-        sums = [one(xy) for xy in batches]  # dispatched asynchronously
-    n_tokens = sum(x_BxT.shape[0] for x_BxT, _ in batches) * context
+        sums = [one(xy) for xy in batches()]  # dispatched asynchronously
     return np.sum(np.stack([np.asarray(s, np.float64) for s in jax.device_get(sums)]), axis=0) / n_tokens
 
 
