@@ -1,5 +1,6 @@
 """The fused next-token loss of the head (``language.head_nll``: blocks of the vocabulary, online logsumexp, custom
-VJP) against float64 numpy and against autodiff through materialised logits."""
+VJP) against float64 numpy and against autodiff through materialised logits; causal attention by query blocks
+(``language.causal_attention``) against float64 numpy and against autodiff through one dense masked softmax."""
 
 import jax
 import jax.numpy as jnp
@@ -89,3 +90,69 @@ def test_head_loss_and_gradient_under_vmap_equal_one_at_a_time(monkeypatch):
         np.testing.assert_allclose(float(loss_S[s]), float(loss), rtol=1e-6)
         np.testing.assert_allclose(np.asarray(gx_S[s]), np.asarray(gx), rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(np.asarray(gw_S[s]), np.asarray(gw), rtol=1e-5, atol=1e-7)
+
+
+def _attention_case(T, N=6, K=2, H=4, B=2, seed=5):
+    rng = np.random.default_rng(seed)
+    return tuple((rng.standard_normal((B, T, n, H)) * 2).astype(np.float32) for n in (N, K, K))  # spread scores
+
+
+def _visible(T, window):
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    return (j <= i) & ((i - j < window) if window is not None else True)
+
+
+def _attention_numpy(q, k, v, window):
+    """Dense float64 ``softmax(q kᵀ/√H + mask) v``, key/value head ``n // (N/K)`` for query head ``n``."""
+    G = q.shape[2] // k.shape[2]
+    k, v = (np.repeat(a.astype(np.float64), G, axis=2) for a in (k, v))
+    scores = np.einsum("btnh,bsnh->bnts", q.astype(np.float64), k) / np.sqrt(q.shape[-1])
+    scores = np.where(_visible(q.shape[1], window), scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    return np.einsum("bnts,bsnh->btnh", probs / probs.sum(-1, keepdims=True), v)
+
+
+@pytest.mark.parametrize("T, window", [(12, None), (13, None), (13, 1), (13, 2), (13, 5), (12, 4), (16, 16), (7, None)])
+def test_causal_attention_by_query_blocks_matches_float64_numpy(monkeypatch, T, window):
+    """Query blocks of at least 3 positions (T = 12: 4 of 3; T = 13: 4 of 4, the last of one position; T = 7: 4 and 3),
+    windows inside one block, across blocks and covering the whole context; static and traced windows agree."""
+    monkeypatch.setattr(language, "ATTENTION_MIN_BLOCK", 3)
+    q, k, v = _attention_case(T)
+    assert len(language.query_blocks(T)) == min(4, T // 3)
+    want = _attention_numpy(q, k, v, window)
+    got = jax.jit(lambda q, k, v: language.causal_attention(q, k, v, jnp.float32, window))(q, k, v)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    if window is not None:
+        traced = jax.jit(lambda q, k, v, w: language.causal_attention(q, k, v, jnp.float32, w))(q, k, v, jnp.int32(window))
+        np.testing.assert_allclose(np.asarray(traced), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("window", [None, 2, 5])
+def test_causal_attention_gradient_matches_autodiff_through_one_dense_softmax(monkeypatch, window):
+    """The gradient through the query blocks (each against its visible keys only) equals autodiff through the
+    whole ``T × T`` masked softmax, for queries, keys and values (grouped key/value heads sum their queries' parts)."""
+    monkeypatch.setattr(language, "ATTENTION_MIN_BLOCK", 3)
+    T = 13
+    q, k, v = _attention_case(T, seed=6)
+    g = np.random.default_rng(7).standard_normal(q.shape).astype(np.float32)
+
+    def dense(q, k, v):
+        k, v = (jnp.repeat(a, 3, axis=2) for a in (k, v))
+        scores = jnp.einsum("btnh,bsnh->bnts", q, k) / 2.0
+        probs = jax.nn.softmax(jnp.where(_visible(T, window)[None, None], scores, -jnp.inf), axis=-1)
+        return jnp.einsum("bnts,bsnh->btnh", probs, v)
+
+    want = jax.grad(lambda *a: jnp.sum(dense(*a) * g), (0, 1, 2))(q, k, v)
+    got = jax.jit(jax.grad(lambda *a: jnp.sum(language.causal_attention(*a, jnp.float32, window) * g), (0, 1, 2)))(q, k, v)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+def test_query_blocks_cover_the_context_in_order():
+    """Contiguous spans from 0 to T; ``min(4, T // 32)`` of them (at least one), equal but for a shorter last one."""
+    for T in range(1, 1100):
+        spans = language.query_blocks(T)
+        assert spans[0][0] == 0 and spans[-1][1] == T and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert len(spans) == max(1, min(language.ATTENTION_BLOCKS, T // language.ATTENTION_MIN_BLOCK))
+        sizes = [hi - lo for lo, hi in spans]
+        assert all(s == sizes[0] for s in sizes[:-1]) and 0 < sizes[-1] <= sizes[0]
