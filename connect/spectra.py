@@ -29,8 +29,22 @@ from connect.constraints import ConstraintSet
 SUMMARIES = ("spectral_norm", "stable_rank", "condition_number", "effective_rank", "nuclear_norm", "max_abs")
 
 
+#: a matrix at least this many times taller than wide (after turning it upright) is QR-factored before its SVD
+QR_FIRST_RATIO = 2
+
+
 def singular_values(w_MxN: jax.Array) -> jax.Array:
-    """All singular values, descending, shape ``(min(M, N),)``."""
+    """All singular values, descending, shape ``(min(M, N),)``.
+
+    A wide matrix is transposed first (``σ(W) = σ(Wᵀ)``); one at least :data:`QR_FIRST_RATIO` times taller than wide
+    is reduced to the triangular factor of ``W = QR`` (``σ(W) = σ(R)``, Q's columns orthonormal; Chan 1982, the
+    threshold LAPACK's ``gesdd`` uses internally is ``M ≥ 11N/6``). Both are exact in exact arithmetic and backward
+    stable. One core, three of GPT-2 124M's MLP matrices: ``(768, 3072)`` 600 → 276 ms, ``(3072, 768)`` 414 → 322 ms;
+    the ``(50257, 768)`` embedding 1.26 → 1.17 s; square matrices unchanged (``benchmarks/README.md``)."""
+    if w_MxN.shape[-2] < w_MxN.shape[-1]:
+        w_MxN = jnp.swapaxes(w_MxN, -1, -2)
+    if w_MxN.shape[-2] >= QR_FIRST_RATIO * w_MxN.shape[-1]:
+        w_MxN = jnp.linalg.qr(w_MxN, mode="r")
     # full_matrices=False: with the default True, XLA CPU (jax 0.10) allocates the (M, M) factor it then drops —
     # 10 GB for a 50257 × 768 embedding; the singular values are bit-identical either way
     return jnp.linalg.svd(w_MxN, compute_uv=False, full_matrices=False)
@@ -131,11 +145,9 @@ def along_path(kind, nodes_K, ts_T, matrices_fn: Callable, *, constraint_sets: M
     sets = tuple(sorted((constraint_sets or {}).items()))
     ts_T = np.atleast_1d(np.asarray(ts_T, np.float32))
     names = _names(matrices_fn, nodes_K)
-    per = jax.device_get(_along_program(kind, matrices_fn, sets, strategy)(nodes_K, jnp.asarray(ts_T)))
+    per, median = jax.device_get(_along_program(kind, matrices_fn, sets, strategy)(nodes_K, jnp.asarray(ts_T)))
     per = {name: {k: np.asarray(v) for k, v in per[name].items()} for name in names}
-    stats = list(SUMMARIES) + [f"{o}_rel" for o, _ in sets]
-    return {"t": ts_T, "names": names, "matrices": per,
-            "median": {k: np.asarray(v) for k, v in medians(per, stats).items()}}
+    return {"t": ts_T, "names": names, "matrices": per, "median": {k: np.asarray(v) for k, v in median.items()}}
 
 
 def _names(matrices_fn: Callable, nodes_K) -> list[str]:
@@ -160,13 +172,15 @@ def _traced_names(matrices_fn: Callable, treedef, shapes: tuple) -> tuple[str, .
 
 @functools.lru_cache(maxsize=32)
 def _along_program(kind, matrices_fn: Callable, sets: tuple, strategy: str):
-    """``(nodes_K, ts_T) -> {name: summaries with leading T}``, jitted once per path kind, matrices and sets."""
+    """``(nodes_K, ts_T) -> ({name: summaries with leading T}, their medians over the matrices)``, jitted once per
+    path kind, matrices and sets."""
 
     def run(nodes_K, ts_T):
         # A family's matrices are a selection of its arrays (slices, reshapes, transposes), so they commute with the
         # path's elementwise combination: cut each node's matrices once, then combine only those at every t — the
         # whole model at every t (a 124M model's 500 MB per point, inside the loop) is never built.
         mats_K = jax.vmap(matrices_fn)(nodes_K)
-        return batching.map_leading(lambda t: matrix_summaries(paths.point(kind, mats_K, t), dict(sets)), ts_T, strategy)
+        per = batching.map_leading(lambda t: matrix_summaries(paths.point(kind, mats_K, t), dict(sets)), ts_T, strategy)
+        return per, medians(per, list(SUMMARIES) + [f"{o}_rel" for o, _ in sets])
 
     return jax.jit(run)

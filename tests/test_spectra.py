@@ -7,7 +7,7 @@ import pytest
 
 from connect import spectra
 
-SHAPES = [(6, 6), (9, 4), (4, 9)]
+SHAPES = [(6, 6), (9, 4), (4, 9), (7, 5), (5, 7), (12, 3), (3, 12), (8, 1), (1, 8)]
 
 # One compiled program per shape (eager mode would compile every primitive per shape).
 _summarize = jax.jit(spectra.summarize)
@@ -37,6 +37,18 @@ def test_summaries_against_numpy(shape):
     np.testing.assert_allclose(out["effective_rank"], np.exp(-np.sum(p * np.log(p))), rtol=1e-5)
     np.testing.assert_allclose(out["nuclear_norm"], np.linalg.norm(w.astype(np.float64), "nuc"), rtol=1e-5)
     assert float(out["max_abs"]) == float(np.max(np.abs(w)))
+
+
+@pytest.mark.parametrize("shape", [(24, 6), (6, 24), (6, 6)])
+def test_singular_values_of_rank_deficient_and_zero_matrices(shape):
+    """QR first (24 × 6 and its transpose) or not: a rank-2 matrix's trailing values are ~0, a zero matrix's all 0."""
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((shape[0], 2)) @ rng.standard_normal((2, shape[1]))).astype(np.float32)
+    got = np.asarray(jax.jit(spectra.singular_values)(jnp.asarray(w)))
+    want = np.linalg.svd(w.astype(np.float64), compute_uv=False)
+    np.testing.assert_allclose(got, want, atol=1e-5 * want[0])
+    assert np.all(got >= 0) and np.all(np.diff(got) <= 0)
+    np.testing.assert_array_equal(jax.jit(spectra.singular_values)(jnp.zeros(shape, jnp.float32)), np.zeros(min(shape)))
 
 
 def test_condition_number_uses_the_5th_percentile_not_the_minimum():
