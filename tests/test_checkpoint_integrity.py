@@ -95,12 +95,19 @@ def _array_names(family: str) -> set:
 @pytest.mark.parametrize("family", ["relu", "gpt2"])
 @pytest.mark.parametrize("where", [0.0, 0.5])  # a zstd frame header (orbax fails) / raw float bytes (orbax decodes others)
 def test_flipped_bytes_in_an_array_file_name_the_damaged_array(tmp_path, family, where):
+    """The damaged array is named. Where orbax's error names no array (seen once in CI, relu at offset 0, not
+    reproduced in 40 tries under load; OCDBT's data files also hold its index nodes), the message names the data
+    file that no longer matches its digest instead."""
     path = _ckpt(tmp_path, family)
-    _flip(_largest_data_file(path), where)
+    damaged = _largest_data_file(path)
+    _flip(damaged, where)
     message = _error(family, path)
-    named = message.split("array ", 1)[1].split(" ", 1)[0]
-    assert "unreadable parameters" in message and named in _array_names(family)
-    assert ("cannot be read" in message) or ("does not match its digest" in message)
+    assert "unreadable parameters" in message, message
+    if "array " in message:
+        assert message.split("array ", 1)[1].split(" ", 1)[0] in _array_names(family), message
+        assert ("cannot be read" in message) or ("does not match its digest" in message), message
+    else:
+        assert f"{os.path.relpath(damaged, path)} does not match its digest" in message, message
     assert f"re-run `{checkpoints.WRITERS[family][0]}`" in message and "sweep" not in message.replace("width-sweep", "")
 
 
