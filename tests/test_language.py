@@ -1,7 +1,6 @@
 """The fused next-token loss of the head (``language.head_nll``: blocks of the vocabulary, online logsumexp, custom
 VJP) against float64 numpy and against autodiff through materialised logits; causal attention by query blocks
-(``language.causal_attention``) against float64 numpy and against autodiff through one dense masked softmax; the
-dense layers' gradients on CPU (``language.matmul``: ``∂W`` in either orientation) against float64 numpy."""
+(``language.causal_attention``) against float64 numpy and against autodiff through one dense masked softmax."""
 
 import jax
 import jax.numpy as jnp
@@ -159,29 +158,20 @@ def test_query_blocks_cover_the_context_in_order():
         assert all(s == sizes[0] for s in sizes[:-1]) and 0 < sizes[-1] <= sizes[0]
 
 
-@pytest.mark.parametrize("I, O", [(7, 3), (3, 7), (5, 5)])
-@pytest.mark.parametrize("transpose_w", [False, True])
-def test_matmul_gradients_in_either_orientation_match_float64_numpy(I, O, transpose_w):
-    """``∂x = ∂y·wᵀ`` and ``∂w = xᵀ·∂y`` (``∂yᵀ·x`` for a transposed w) whether ``∂w`` is computed tall or wide and
-    transposed; the same under ``vmap`` over seeds and through ``jax.checkpoint`` (as training runs it)."""
-    assert jax.default_backend() == "cpu"
-    rng = np.random.default_rng(8)
-    x = rng.standard_normal((2, 6, I)).astype(np.float32)
-    w = rng.standard_normal((O, I) if transpose_w else (I, O)).astype(np.float32)
-    g = rng.standard_normal((2, 6, O)).astype(np.float32)
-    w64 = w.astype(np.float64).T if transpose_w else w.astype(np.float64)
-    x64, g64 = x.reshape(-1, I).astype(np.float64), g.reshape(-1, O).astype(np.float64)
-    want_dx, want_dw = (g64 @ w64.T).reshape(x.shape), (x64.T @ g64).T if transpose_w else x64.T @ g64
-
-    def f(x, w, g):
-        return jnp.sum(language.matmul(x, w, jnp.float32, transpose_w=transpose_w) * g)
-
-    for fn in (f, jax.checkpoint(f)):
-        y = jax.jit(lambda x, w: language.matmul(x, w, jnp.float32, transpose_w=transpose_w))(x, w)
-        np.testing.assert_allclose(np.asarray(y), (x64 @ w64).reshape(2, 6, O), rtol=1e-5, atol=1e-5)
-        dx, dw = jax.jit(jax.grad(fn, (0, 1)))(x, w, g)
-        np.testing.assert_allclose(np.asarray(dx), want_dx, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(np.asarray(dw), want_dw, rtol=1e-5, atol=1e-5)
-    seeds = jax.jit(jax.vmap(jax.grad(f, (0, 1)), in_axes=(None, 0, None)))(x, np.stack([w, 2 * w]), g)
-    np.testing.assert_allclose(np.asarray(seeds[1][1]), want_dw, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(seeds[0][1]), 2 * want_dx, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("family", models.LM_FAMILIES)
+def test_forward_mode_autodiff_through_apply_agrees_with_reverse_mode(family):
+    """``jax.jvp`` runs through every family's ``apply`` (forward-over-reverse Hessian-vector products and
+    ``jax.hessian`` need it; a ``custom_vjp`` in the forward pass would refuse it) and agrees with ``jax.vjp``:
+    ``⟨g, J u⟩ = ⟨Jᵀ g, u⟩``."""
+    fam = models.family(family)
+    cfg = fam.config("tiny")
+    params = fam.init(jax.random.key(0), cfg)
+    x = np.random.default_rng(9).integers(0, cfg.vocab_size, (2, 8)).astype(np.int32)
+    apply = jax.jit(lambda p: fam.apply(p, x, cfg))
+    u = jax.tree.map(lambda a: jax.random.normal(jax.random.key(1), a.shape, a.dtype), params)
+    logits, ju = jax.jvp(apply, (params,), (u,))
+    g = jax.random.normal(jax.random.key(2), logits.shape)
+    (jtg,) = jax.vjp(apply, params)[1](g)
+    lhs = float(jnp.vdot(g, ju))
+    rhs = float(sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(jtg), jax.tree.leaves(u))))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-4)

@@ -181,50 +181,11 @@ def matmul(x_xI: jax.Array, w_IxO: jax.Array, dtype, *, transpose_w: bool = Fals
     accumulation and result. The leading axes are flattened into one first: the same matrix product, but its
     backward pass is then two plain 2-D products — as a ``(B, T, I)`` contraction, XLA:CPU (jax 0.10) transposes
     and copies ``∂y`` and computes ``∂w`` at a quarter of the speed (12.3 ms against 3.2 ms for a 16 × 128 × 128
-    by 128 × 512 layer on one core; ``benchmarks/README.md``, ``vs_torch.py``). On CPU in float32 the weight's
-    gradient is taken by :func:`_dense_cpu`."""
+    by 128 × 512 layer on one core; ``benchmarks/README.md``, ``vs_torch.py``)."""
+    contract = ((1,), (1 if transpose_w else 0,)), ((), ())
     x_NxI = x_xI.reshape(-1, x_xI.shape[-1]).astype(dtype)
-    w = w_IxO.astype(dtype)
-    if jnp.dtype(dtype) == jnp.float32 and jax.default_backend() == "cpu":
-        y_NxO = _dense_cpu(x_NxI, w, transpose_w)
-    else:
-        y_NxO = _dot(x_NxI, w, 1, 1 if transpose_w else 0)
+    y_NxO = jax.lax.dot_general(x_NxI, w_IxO.astype(dtype), contract, preferred_element_type=jnp.float32)
     return y_NxO.reshape(*x_xI.shape[:-1], y_NxO.shape[-1])
-
-
-def _dot(a: jax.Array, b: jax.Array, a_axis: int, b_axis: int) -> jax.Array:
-    """The 2-D product contracting ``a``'s axis ``a_axis`` with ``b``'s ``b_axis``, float32 accumulation and result."""
-    return jax.lax.dot_general(a, b, (((a_axis,), (b_axis,)), ((), ())), preferred_element_type=jnp.float32)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dense_cpu(x_NxI: jax.Array, w: jax.Array, transpose_w: bool) -> jax.Array:
-    """``x @ w`` (``x @ wᵀ``) with autodiff's gradients, ``∂x = ∂y·wᵀ`` and ``∂w = xᵀ·∂y`` (``∂yᵀ·x``), but ``∂w``
-    computed in whichever orientation has no more rows than columns and transposed after: XLA:CPU runs
-    ``∂w = xᵀ·∂y`` (both operands contracted over their first axis) through Eigen, at ~100 GFLOP/s for a tall result
-    and ~150 for a wide one on one core (``(2048 × 512)ᵀ·(2048 × 128)``: 2.73 ms, as ``((2048 × 128)ᵀ·(2048 × 512))ᵀ``
-    1.86 ms, the same numbers). An optimisation barrier keeps XLA from folding the transpose back into the product.
-    A mid-size GPT-2 train step on one core: 171 → 166 ms; tiny 14.2 → 13.5 ms."""
-    return _dot(x_NxI, w, 1, 1 if transpose_w else 0)
-
-
-def _dense_cpu_fwd(x_NxI, w, transpose_w):
-    return _dense_cpu(x_NxI, w, transpose_w), (x_NxI, w)
-
-
-def _dense_cpu_bwd(transpose_w, res, g_NxO):
-    x_NxI, w = res
-    dx_NxI = _dot(g_NxO, w, 1, 0 if transpose_w else 1)
-    x_then_g = not transpose_w  # ∂w = xᵀ·∂y, shaped like w: (I, O); with transpose_w ∂yᵀ·x, (O, I)
-    rows, cols = w.shape
-    if rows <= cols:
-        dw = _dot(x_NxI, g_NxO, 0, 0) if x_then_g else _dot(g_NxO, x_NxI, 0, 0)
-    else:
-        dw = jax.lax.optimization_barrier(_dot(g_NxO, x_NxI, 0, 0) if x_then_g else _dot(x_NxI, g_NxO, 0, 0)).T
-    return dx_NxI, dw
-
-
-_dense_cpu.defvjp(_dense_cpu_fwd, _dense_cpu_bwd)
 
 
 def head_logits(x_BxTxD: jax.Array, head_VxD: jax.Array, dtype) -> jax.Array:
