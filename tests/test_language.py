@@ -1,6 +1,7 @@
 """The fused next-token loss of the head (``language.head_nll``: blocks of the vocabulary, online logsumexp, custom
 VJP) against float64 numpy and against autodiff through materialised logits; causal attention by query blocks
-(``language.causal_attention``) against float64 numpy and against autodiff through one dense masked softmax."""
+(``language.causal_attention``) against float64 numpy and against autodiff through one dense masked softmax;
+forward-mode autodiff through each family's ``apply`` against reverse mode."""
 
 import jax
 import jax.numpy as jnp
@@ -168,7 +169,8 @@ def test_forward_mode_autodiff_through_apply_agrees_with_reverse_mode(family):
     params = fam.init(jax.random.key(0), cfg)
     x = np.random.default_rng(9).integers(0, cfg.vocab_size, (2, 8)).astype(np.int32)
     apply = jax.jit(lambda p: fam.apply(p, x, cfg))
-    u = jax.tree.map(lambda a: jax.random.normal(jax.random.key(1), a.shape, a.dtype), params)
+    leaves, treedef = jax.tree.flatten(params)
+    u = treedef.unflatten([jax.random.normal(k, a.shape, a.dtype) for k, a in zip(jax.random.split(jax.random.key(1), len(leaves)), leaves)])
     logits, ju = jax.jvp(apply, (params,), (u,))
     g = jax.random.normal(jax.random.key(2), logits.shape)
     (jtg,) = jax.vjp(apply, params)[1](g)
